@@ -1,0 +1,56 @@
+# fogros_dist: `make demo` runs the main job, `make test` passes the tests. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# A ROS 2 installation at the standard place is sourced for the tests that need ROS 2 itself;
+# without one those tests skip.
+ROS_SETUP ?= $(firstword $(wildcard /opt/ros/jazzy/setup.bash /opt/ros/humble/setup.bash))
+WITH_ROS := $(if $(ROS_SETUP),source $(ROS_SETUP) &&,)
+# Debian packages the tests use (network namespaces, OpenSSH servers, WireGuard later).
+SYSTEM_PACKAGES := iproute2 procps
+
+.PHONY: all venv system-deps demo test lint typecheck pytest bench clean
+
+all: test
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing system packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "missing system packages: $$missing (run 'sudo apt-get install $$missing'; the tests that need them skip)"; \
+	fi
+
+demo: venv
+	$(BIN)/fogros-dist demo
+
+lint: venv
+	$(BIN)/ruff check fogros_dist test bench
+	$(BIN)/ruff format --check fogros_dist test bench
+
+typecheck: venv
+	$(BIN)/mypy --strict fogros_dist
+
+pytest: venv system-deps
+	$(WITH_ROS) $(BIN)/python -m pytest -q test
+
+test: lint typecheck pytest
+
+bench: venv
+	$(BIN)/python bench/bridge_latency.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,3 @@
+"""Robot-side command line: `fogros-dist` and the same verbs as `ros2 fogdist`."""
+
+from __future__ import annotations

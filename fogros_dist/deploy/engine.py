@@ -1,0 +1,479 @@
+"""The deployment engine: plan -> provision -> bridge -> start -> (supervise) -> teardown.
+
+Each step records what it created in the state store before the next one begins, so `down` can
+always undo a deployment, including one whose supervisor crashed half-way through `up`. The engine
+is plain Python: the CLI and the launch adapters drive it and only render its progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fogros_dist.deploy.plan import Plan, make_plan
+from fogros_dist.deploy.state import DeploymentState, StateStore
+from fogros_dist.errors import DeploymentError, FogError, ProcessFailed
+from fogros_dist.providers.base import OutputSink, ProcessSpec, Provider, ProvisionContext, RunningProcess
+from fogros_dist.providers.local.process import LocalProcess, process_alive, start_ticks
+from fogros_dist.registry import get_provider
+from fogros_dist.spec import BridgeRunSpec, DeploymentSpec, Host, NodeSpec, ProcessRecord, to_json
+
+__all__ = ["ROBOT", "Deployment", "Stage", "TeardownReport", "teardown_recorded"]
+
+ROBOT = "robot"
+# How long a bridge may take from start to "ready" before `up` gives up on it.
+BRIDGE_READY_TIMEOUT_S = 30.0
+DEFAULT_GRACE_S = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """A progress event: which step, for which machine, and how long since `up` began."""
+
+    stage: str
+    machine: str
+    message: str
+    elapsed: float
+
+    def line(self) -> str:
+        """The event as one status line."""
+        return f"[{self.elapsed:6.1f}s] {self.stage:<12} {self.machine:<10} {self.message}"
+
+
+Reporter = Callable[[Stage], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExitReport:
+    """How one supervised process ended."""
+
+    role: str
+    name: str
+    machine: str
+    exit_code: int | None
+    stderr_tail: tuple[str, ...]
+
+    def describe(self) -> str:
+        """One line: who exited and how."""
+        code = self.exit_code
+        if code is None:
+            how = "did not stop"
+        elif code < 0 and code != -1:
+            how = f"was stopped by {signal.Signals(-code).name}"
+        elif code == -1:
+            how = "is gone (exit code unknown: it was not our child)"
+        else:
+            how = f"exited with code {code}"
+        return f"{self.role} {self.name!r} on machine {self.machine!r} {how}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeardownReport:
+    """What `down` stopped and released, and what went wrong doing it."""
+
+    deployment: str
+    exits: tuple[ExitReport, ...]
+    terminated_hosts: tuple[str, ...]
+    errors: tuple[str, ...]
+
+
+class Deployment:
+    """One deployment driven from this process (the supervisor).
+
+    ``up`` provisions and starts everything; ``wait`` supervises until the nodes exit or ``stop``
+    is set; ``down`` stops and releases everything ``up`` created.
+    """
+
+    def __init__(
+        self,
+        spec: DeploymentSpec,
+        *,
+        store: StateStore | None = None,
+        reporter: Reporter | None = None,
+        output: OutputSink | None = None,
+        robot_domain_id: int | None = None,
+        grace: float = DEFAULT_GRACE_S,
+    ) -> None:
+        self.spec = spec
+        self.store = store or StateStore()
+        self._reporter = reporter or (lambda _stage: None)
+        self._output = output
+        self._robot_domain_id = (
+            robot_domain_id if robot_domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0"))
+        )
+        self._grace = grace
+        self._t0 = time.monotonic()
+        self._state: DeploymentState | None = None
+        self._plan: Plan | None = None
+        self._processes: dict[str, RunningProcess] = {}
+        self._providers: dict[str, Provider] = {}
+
+    # -- public API ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> DeploymentState:
+        """The recorded state (after ``up`` has begun)."""
+        if self._state is None:
+            msg = f"deployment {self.spec.name!r} has not been brought up yet: call up() first"
+            raise DeploymentError(msg)
+        return self._state
+
+    @property
+    def state_dir(self) -> Path:
+        """Where this deployment keeps its state, machine work dirs and logs."""
+        return self.store.deployment_dir(self.spec.name)
+
+    def up(self) -> DeploymentState:
+        """Plan, provision, start bridges and nodes; return the running state.
+
+        On failure everything created so far is torn down before the error propagates.
+        """
+        self._t0 = time.monotonic()
+        self._report("plan", ROBOT, f"deployment {self.spec.name}: {len(self.spec.nodes)} node(s)")
+        plan = make_plan(self.spec)
+        self._plan = plan
+        with self.store.locked():
+            used = self.store.used_domain_ids() | {self._robot_domain_id}
+            self._state = DeploymentState(
+                spec=self.spec,
+                status="provisioning",
+                created_at=time.time(),
+                updated_at=time.time(),
+                robot_domain_id=self._robot_domain_id,
+                supervisor=_own_record(),
+            )
+            self.store.create(self._state)
+            try:
+                for machine in self.spec.machines:
+                    self._provision(machine.name, used | self.state.domain_ids())
+            except BaseException:
+                self._fail_and_teardown()
+                raise
+        try:
+            self._start_bridges(plan)
+            for node in self.spec.nodes:
+                self._start_node(node)
+            self._save(status="running")
+        except BaseException:
+            self._fail_and_teardown()
+            raise
+        self._report("running", ROBOT, f"deployment {self.spec.name} is up")
+        return self.state
+
+    def wait(self, stop: threading.Event) -> int:
+        """Supervise until every node has exited, a bridge dies, or ``stop`` is set.
+
+        Returns 0 if stopped on request or all nodes exited cleanly, else 1. Each abnormal exit is
+        reported with its exit code and stderr tail.
+        """
+        reported: set[str] = set()
+        while not stop.wait(0.2):
+            nodes_left = 0
+            for key, proc in self._processes.items():
+                code = proc.poll()
+                if code is None:
+                    nodes_left += proc.record.role == "node"
+                    continue
+                if key in reported:
+                    continue
+                reported.add(key)
+                report = _exit_report(proc, code)
+                self._report("exited", proc.record.machine, report.describe())
+                for line in report.stderr_tail if code != 0 else ():
+                    self._report("stderr", proc.record.machine, line)
+                if proc.record.role == "bridge":
+                    return 1
+            if nodes_left == 0:
+                codes = [p.poll() for p in self._processes.values() if p.record.role == "node"]
+                return 0 if all(code == 0 for code in codes) else 1
+        return 0
+
+    def down(self) -> TeardownReport:
+        """Stop nodes, then bridges, then release machines; forget the deployment."""
+        if self._state is None:
+            return TeardownReport(deployment=self.spec.name, exits=(), terminated_hosts=(), errors=())
+        self._save(status="stopping")
+        self._report("teardown", ROBOT, f"stopping deployment {self.spec.name}")
+        exits = []
+        for role in ("node", "bridge"):
+            for proc in self._processes.values():
+                if proc.record.role == role:
+                    code = proc.stop(grace=self._grace)
+                    exits.append(_exit_report(proc, code))
+        report = _release_hosts(self.state, self._provider, exits, self._report)
+        self.store.remove(self.spec.name)
+        self._report("down", ROBOT, f"deployment {self.spec.name} is down")
+        return report
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def _provision(self, machine_name: str, used: frozenset[int]) -> None:
+        machine = self.spec.machine(machine_name)
+        provider = self._provider(machine.provider)
+        self._report("provision", machine.name, f"requesting a {machine.provider} machine")
+        ctx = ProvisionContext(
+            deployment=self.spec.name,
+            state_dir=self.state_dir,
+            used_domain_ids=used,
+            progress=lambda line: self._report("provision", machine.name, line),
+        )
+        host = provider.create(machine, ctx)
+        self._save(hosts=(*self.state.hosts, host))
+        self._report("ready", machine.name, f"at {host.address}, bridge port {host.bridge_port}")
+
+    def _start_bridges(self, plan: Plan) -> None:
+        self._save(status="starting")
+        waiting: list[tuple[RunningProcess, Path]] = []
+        connect = []
+        for machine_plan in plan.machines:
+            host = self._host(machine_plan.machine)
+            provider = self._provider(host.provider)
+            local_bind = "127.0.0.1" if host.address == "127.0.0.1" else "0.0.0.0"
+            run_spec = BridgeRunSpec(
+                deployment=self.spec.name,
+                side="machine",
+                machine=host.machine,
+                listen=(f"{self.spec.bridge.protocol}/{local_bind}:{host.bridge_port}",),
+                outbound=machine_plan.outbound,
+                inbound=machine_plan.inbound,
+                bridge=self.spec.bridge,
+                distro=self.spec.distro,
+                domain_id=int(dict(host.env).get("ROS_DOMAIN_ID", "0")),
+                stats_path=str(Path(host.workdir) / "bridge-stats.json"),
+            )
+            local_spec = self.state_dir / f"bridge-{host.machine}.json"
+            local_spec.write_text(to_json(run_spec))
+            remote_spec = provider.upload(host, local_spec, "bridge.json")
+            proc = self._start(
+                host, ProcessSpec(role="bridge", name="bridge", argv=provider.bridge_argv(host, remote_spec))
+            )
+            waiting.append((proc, Path(run_spec.stats_path)))
+            connect.append(f"{self.spec.bridge.protocol}/{host.address}:{host.bridge_port}")
+        robot_spec = BridgeRunSpec(
+            deployment=self.spec.name,
+            side="robot",
+            machine=ROBOT,
+            connect=tuple(connect),
+            outbound=plan.robot_outbound,
+            inbound=plan.robot_inbound,
+            bridge=self.spec.bridge,
+            distro=self.spec.distro,
+            domain_id=self._robot_domain_id,
+            stats_path=str(self.state_dir / "robot-bridge-stats.json"),
+        )
+        robot_spec_path = self.state_dir / "bridge-robot.json"
+        robot_spec_path.write_text(to_json(robot_spec))
+        robot_env = dict(os.environ, ROS_DOMAIN_ID=str(self._robot_domain_id), PYTHONUNBUFFERED="1")
+        robot_proc = LocalProcess.start(
+            role="bridge",
+            name="robot-bridge",
+            machine=ROBOT,
+            argv=(sys.executable, "-m", "fogros_dist.net.bridge_main", "--spec", str(robot_spec_path)),
+            env=robot_env,
+            cwd=self.state_dir,
+            log_dir=self.state_dir / "logs",
+        )
+        self._adopt(robot_proc)
+        waiting.append((robot_proc, Path(robot_spec.stats_path)))
+        self._save(stats_paths=tuple((p.record.machine, str(path)) for p, path in waiting))
+        for proc, ready_file in waiting:
+            self._wait_ready(proc, ready_file)
+        self._report("bridged", ROBOT, f"robot <-> {len(plan.machines)} machine(s) over Zenoh")
+
+    def _start_node(self, node: NodeSpec) -> None:
+        host = self._host(node.machine)
+        provider = self._provider(host.provider)
+        argv = (
+            *provider.resolve_node(host, package=node.package, executable=node.executable),
+            *_node_args(node),
+        )
+        self._start(host, ProcessSpec(role="node", name=node.name, argv=argv, env=node.env))
+        self._report("started", node.machine, f"node {node.name} ({node.package}/{node.executable})")
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _start(self, host: Host, spec: ProcessSpec) -> RunningProcess:
+        proc = self._provider(host.provider).start(host, spec)
+        self._adopt(proc)
+        return proc
+
+    def _adopt(self, proc: RunningProcess) -> None:
+        key = f"{proc.record.machine}/{proc.record.name}"
+        self._processes[key] = proc
+        self._save(processes=(*self.state.processes, proc.record))
+        if self._output is not None:
+            proc.follow(self._output)
+
+    def _wait_ready(self, proc: RunningProcess, ready_file: Path) -> None:
+        deadline = time.monotonic() + BRIDGE_READY_TIMEOUT_S
+        while not ready_file.exists():
+            code = proc.poll()
+            if code is not None:
+                report = _exit_report(proc, code)
+                tail = "; ".join(report.stderr_tail[-3:]) or "no stderr"
+                msg = (
+                    f"bridge on machine {proc.record.machine!r} failed to start: {report.describe()}: {tail}"
+                )
+                raise ProcessFailed(msg, exit_code=code, stderr_tail=report.stderr_tail)
+            if time.monotonic() > deadline:
+                msg = (
+                    f"bridge on machine {proc.record.machine!r} was not ready after "
+                    f"{BRIDGE_READY_TIMEOUT_S:.0f} s: see 'fogros-dist logs {self.spec.name}'"
+                )
+                raise DeploymentError(msg)
+            time.sleep(0.05)
+
+    def _host(self, machine: str) -> Host:
+        host = self.state.host(machine)
+        if host is None:
+            msg = f"machine {machine!r} has not been provisioned"
+            raise DeploymentError(msg)
+        return host
+
+    def _provider(self, name: str) -> Provider:
+        if name not in self._providers:
+            self._providers[name] = get_provider(name)
+        return self._providers[name]
+
+    def _save(self, **changes: object) -> None:
+        self._state = self.store.save(dataclasses.replace(self.state, **changes))  # type: ignore[arg-type]
+
+    def _report(self, stage: str, machine: str, message: str) -> None:
+        self._reporter(
+            Stage(stage=stage, machine=machine, message=message, elapsed=time.monotonic() - self._t0)
+        )
+
+    def _fail_and_teardown(self) -> None:
+        error = sys.exc_info()[1]
+        if self._state is None:
+            return
+        self._save(status="failed", error=str(error))
+        try:
+            self.down()
+        except FogError as err:
+            self._report("teardown", ROBOT, f"teardown after failure also failed: {err}")
+
+
+def teardown_recorded(
+    name: str,
+    *,
+    store: StateStore | None = None,
+    reporter: Reporter | None = None,
+    grace: float = DEFAULT_GRACE_S,
+) -> TeardownReport:
+    """Tear down a recorded deployment from any process (`fogros-dist down`).
+
+    If its supervisor still runs, it is asked to stop (SIGTERM) and does the teardown itself;
+    otherwise (it crashed, or was killed) every recorded process is stopped here and every host
+    released through its provider.
+    """
+    store = store or StateStore()
+    report_to = reporter or (lambda _stage: None)
+    t0 = time.monotonic()
+
+    def report(stage: str, machine: str, message: str) -> None:
+        report_to(Stage(stage=stage, machine=machine, message=message, elapsed=time.monotonic() - t0))
+
+    state = store.load(name)
+    supervisor = state.supervisor
+    if supervisor is not None and supervisor.pid != os.getpid() and process_alive(supervisor):
+        report("teardown", ROBOT, f"asking supervisor (pid {supervisor.pid}) to stop {name}")
+        os.kill(supervisor.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace * 2 + 10
+        while time.monotonic() < deadline and name in store.names():
+            time.sleep(0.1)
+        if name not in store.names():
+            return TeardownReport(deployment=name, exits=(), terminated_hosts=(), errors=())
+        report("teardown", ROBOT, "supervisor did not finish: stopping what it recorded")
+        # Only the supervisor itself: its process group may be the caller's shell job or test runner.
+        if process_alive(supervisor):
+            os.kill(supervisor.pid, signal.SIGKILL)
+        state = store.load(name)
+    providers: dict[str, Provider] = {}
+
+    def provider_for(provider_name: str) -> Provider:
+        if provider_name not in providers:
+            providers[provider_name] = get_provider(provider_name)
+        return providers[provider_name]
+
+    exits = []
+    for role in ("node", "bridge"):
+        for record in state.processes:
+            if record.role != role:
+                continue
+            host = state.host(record.machine)
+            proc: RunningProcess = (
+                LocalProcess(record) if host is None else provider_for(host.provider).attach(host, record)
+            )
+            exits.append(_exit_report(proc, proc.stop(grace=grace)))
+    result = _release_hosts(state, provider_for, exits, report)
+    store.remove(name)
+    report("down", ROBOT, f"deployment {name} is down")
+    return result
+
+
+def _release_hosts(
+    state: DeploymentState,
+    provider_for: Callable[[str], Provider],
+    exits: list[ExitReport],
+    report: Callable[[str, str, str], None],
+) -> TeardownReport:
+    terminated = []
+    errors = []
+    for host in state.hosts:
+        try:
+            provider_for(host.provider).terminate(host)
+            terminated.append(host.machine)
+            report("released", host.machine, f"{host.provider} machine released")
+        except FogError as err:
+            errors.append(str(err))
+            report("error", host.machine, str(err))
+    return TeardownReport(
+        deployment=state.spec.name,
+        exits=tuple(exits),
+        terminated_hosts=tuple(terminated),
+        errors=tuple(errors),
+    )
+
+
+def _exit_report(proc: RunningProcess, code: int | None) -> ExitReport:
+    record = proc.record
+    return ExitReport(
+        role=record.role,
+        name=record.name,
+        machine=record.machine,
+        exit_code=code,
+        stderr_tail=proc.stderr_tail(10) if code not in (0, None) else (),
+    )
+
+
+def _node_args(node: NodeSpec) -> tuple[str, ...]:
+    ros_args = ["--ros-args", "-r", f"__node:={node.name}"]
+    for source, target in node.remappings:
+        ros_args += ["-r", f"{source}:={target}"]
+    for key, value in node.parameters:
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        ros_args += ["-p", f"{key}:={text}"]
+    return (*node.arguments, *ros_args)
+
+
+def _own_record() -> ProcessRecord:
+    pid = os.getpid()
+    return ProcessRecord(
+        role="supervisor",
+        name="supervisor",
+        machine=ROBOT,
+        pid=pid,
+        pgid=os.getpgid(pid),
+        start_ticks=start_ticks(pid),
+        stdout_path="",
+        stderr_path="",
+        argv=tuple(sys.argv),
+    )

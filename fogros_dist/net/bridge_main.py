@@ -1,0 +1,161 @@
+"""Bridge process entry point: ``python -m fogros_dist.net.bridge_main --spec FILE.json``.
+
+``FILE.json`` holds a :class:`~fogros_dist.spec.BridgeRunSpec` (as written by
+:func:`fogros_dist.spec.to_json`). The process joins the ROS graph, opens the Zenoh session, runs
+the bridge until SIGTERM or SIGINT, then closes everything (writing the final stats) and exits 0.
+
+Exit codes: 0 after a clean stop; 2 when the spec file is missing or invalid; 1 when the bridge
+cannot start (graph, Zenoh or peer failure). Errors are one line on stderr, the traceback only
+with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from fogros_dist.errors import ConfigError, FogError
+from fogros_dist.spec import BridgeRunSpec, from_json
+
+__all__ = ["load_spec", "main", "run"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_SPEC = 2
+
+_log = logging.getLogger("fogros_dist.bridge")
+
+
+def load_spec(path: str) -> BridgeRunSpec:
+    """Read and check a bridge spec file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not JSON or not a BridgeRunSpec.
+    """
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        msg = f"bridge spec file {path!r} does not exist: pass the JSON file the deployment wrote"
+        raise ConfigError(msg) from None
+    except OSError as err:
+        msg = f"bridge spec file {path!r} is unreadable ({err.strerror}): check its permissions"
+        raise ConfigError(msg) from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        msg = f"bridge spec file {path!r} is not JSON ({err}): write it with fogros_dist.spec.to_json"
+        raise ConfigError(msg) from None
+    try:
+        return from_json(BridgeRunSpec, data)
+    except ConfigError as err:
+        msg = f"bridge spec file {path!r} is invalid: {err}"
+        raise ConfigError(msg) from None
+
+
+def run(spec: BridgeRunSpec, *, stop: threading.Event, peer_timeout: float = 20.0) -> None:
+    """Run one bridge side until ``stop`` is set, then close it cleanly.
+
+    Args:
+        spec: the bridge to run.
+        stop: set it (e.g. from a signal handler) to stop the bridge.
+        peer_timeout: seconds a side with ``connect`` endpoints waits for its peer bridges.
+
+    Raises:
+        FogError: the graph, the Zenoh session or the bridge could not start.
+    """
+    import zenoh
+
+    from fogros_dist.net.bridge import Bridge
+    from fogros_dist.net.zenoh_config import config_for
+    from fogros_dist.ros import open_graph
+
+    config = config_for(spec)
+    graph = open_graph(spec.graph, spec.domain_id, distro=spec.distro)
+    try:
+        try:
+            session = zenoh.open(config)
+        except zenoh.ZError as err:
+            from fogros_dist.errors import BridgeError
+
+            endpoints = ", ".join((*spec.listen, *spec.connect))
+            msg = (
+                f"Zenoh session for the {spec.side} bridge did not open ({err}): check endpoints {endpoints}"
+            )
+            raise BridgeError(msg) from err
+        try:
+            bridge = Bridge(spec=spec, graph=graph, session=session)
+            try:
+                bridge.start(peer_timeout=peer_timeout)
+                print(_ready_line(spec), flush=True)
+                stop.wait()
+                _log.info("stopping the %s bridge", spec.side)
+            finally:
+                bridge.close()
+        finally:
+            session.close()  # type: ignore[no-untyped-call]
+    finally:
+        graph.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, run the bridge, and map failures to exit codes (see the module doc)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fogros_dist.net.bridge_main",
+        description="Run one side of a fogros_dist robot <-> machine Zenoh bridge.",
+    )
+    parser.add_argument("--spec", required=True, help="JSON file holding a BridgeRunSpec")
+    parser.add_argument(
+        "--peer-timeout",
+        type=float,
+        default=20.0,
+        help="seconds a side with connect endpoints waits for its peer bridges (default 20)",
+    )
+    parser.add_argument("--debug", action="store_true", help="log at debug level, with tracebacks")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        spec = load_spec(args.spec)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_SPEC
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        _log.debug("received signal %d", signum)
+        stop.set()
+
+    # Installed before the graph and session open, so a stop during start-up is not lost.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        run(spec, stop=stop, peer_timeout=args.peer_timeout)
+    except FogError as err:
+        _log.debug("bridge failed", exc_info=True)
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_SPEC if isinstance(err, ConfigError) else EXIT_FAILED
+    return EXIT_OK
+
+
+def _ready_line(spec: BridgeRunSpec) -> str:
+    listen = ",".join(spec.listen) or "-"
+    connect = ",".join(spec.connect) or "-"
+    out = ",".join(t.name for t in spec.outbound)
+    into = ",".join(t.name for t in spec.inbound)
+    topics = f"topics out=[{out}] in=[{into}]"
+    return f"bridge ready: {spec.side} {spec.machine} listen={listen} connect={connect} {topics}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Per-topic link statistics of a bridge: counters, one-way latency, JSON snapshots and a table.
+
+Counters are updated on the bridge's hot path (one lock per topic and direction, held for a few
+additions); medians and percentiles are computed only when a snapshot is taken. A snapshot is a
+plain JSON-able dict, written atomically to the bridge's stats file every second, so the CLI and
+the demo can read it at any time without seeing half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from fogros_dist.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_LATENCY_WINDOW",
+    "BridgeStats",
+    "Direction",
+    "TopicStats",
+    "format_stats_table",
+    "read_stats",
+    "write_json_atomic",
+]
+
+Direction = Literal["outbound", "inbound"]
+
+# Enough samples for a stable p99 over the last minute at 20-30 Hz, small enough to sort per
+# snapshot on a robot's CPU (a few hundred microseconds).
+DEFAULT_LATENCY_WINDOW = 2048
+
+
+class TopicStats:
+    """Counters for one topic in one direction; every method is safe to call from any thread.
+
+    Args:
+        topic: the ROS topic name.
+        direction: ``outbound`` (graph -> Zenoh) or ``inbound`` (Zenoh -> graph).
+        type_name: the message type, when known.
+        window: how many of the latest latency samples to keep.
+    """
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        direction: Direction,
+        type_name: str | None = None,
+        window: int = DEFAULT_LATENCY_WINDOW,
+    ) -> None:
+        if window < 1:
+            msg = f"latency window {window} is too small: use at least 1 sample"
+            raise ConfigError(msg)
+        self.topic = topic
+        self.direction: Direction = direction
+        self._lock = threading.Lock()
+        self._type = type_name
+        self._messages = 0
+        self._bytes = 0
+        self._dropped_malformed = 0
+        self._dropped_other = 0
+        self._lost = 0
+        self._ring: list[int] = [0] * window
+        self._ring_next = 0
+        self._ring_full = False
+        self._last_message_ns = 0
+
+    def set_type(self, type_name: str) -> None:
+        """Record the message type once the bridge has learned it."""
+        with self._lock:
+            self._type = type_name
+
+    def record(self, nbytes: int, latency_ns: int | None = None) -> None:
+        """Count one forwarded message of ``nbytes``, with its one-way latency if known."""
+        now = time.time_ns()
+        with self._lock:
+            self._messages += 1
+            self._bytes += nbytes
+            self._last_message_ns = now
+            if latency_ns is not None:
+                ring = self._ring
+                ring[self._ring_next] = latency_ns
+                self._ring_next += 1
+                if self._ring_next == len(ring):
+                    self._ring_next = 0
+                    self._ring_full = True
+
+    def drop_malformed(self) -> None:
+        """Count one message dropped because its bytes are not a valid message of the topic."""
+        with self._lock:
+            self._dropped_malformed += 1
+
+    def drop_other(self) -> None:
+        """Count one message dropped for another reason (no publisher yet, graph refused it)."""
+        with self._lock:
+            self._dropped_other += 1
+
+    def lose(self, count: int) -> None:
+        """Count ``count`` messages that never arrived (a gap in the sender's sequence numbers)."""
+        if count > 0:
+            with self._lock:
+                self._lost += count
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters now, as a JSON-able dict (latencies in milliseconds, None if no sample)."""
+        with self._lock:
+            samples = self._ring[:] if self._ring_full else self._ring[: self._ring_next]
+            out: dict[str, Any] = {
+                "topic": self.topic,
+                "direction": self.direction,
+                "type": self._type,
+                "messages": self._messages,
+                "bytes": self._bytes,
+                "dropped_malformed": self._dropped_malformed,
+                "dropped_other": self._dropped_other,
+                "lost": self._lost,
+                "last_message_unix_ns": self._last_message_ns or None,
+            }
+        samples.sort()
+        out["latency_ms"] = {
+            "samples": len(samples),
+            "median": _percentile_ms(samples, 0.5),
+            "p99": _percentile_ms(samples, 0.99),
+            "max": samples[-1] / 1e6 if samples else None,
+        }
+        return out
+
+
+class BridgeStats:
+    """The statistics of one bridge process: a :class:`TopicStats` per topic and direction.
+
+    Args:
+        deployment: the deployment the bridge belongs to.
+        side: ``robot`` or ``machine``.
+        machine: the machine name of this side.
+        window: latency samples kept per topic.
+    """
+
+    def __init__(
+        self, *, deployment: str, side: str, machine: str, window: int = DEFAULT_LATENCY_WINDOW
+    ) -> None:
+        self.deployment = deployment
+        self.side = side
+        self.machine = machine
+        self._window = window
+        self._lock = threading.Lock()
+        self._topics: dict[tuple[str, Direction], TopicStats] = {}
+        self._started_ns = time.time_ns()
+
+    def topic(self, name: str, direction: Direction, *, type_name: str | None = None) -> TopicStats:
+        """The counters of ``name`` in ``direction``, created on first use."""
+        key = (name, direction)
+        with self._lock:
+            found = self._topics.get(key)
+            if found is None:
+                found = TopicStats(topic=name, direction=direction, type_name=type_name, window=self._window)
+                self._topics[key] = found
+            return found
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every topic's counters plus who wrote them and when, as a JSON-able dict."""
+        with self._lock:
+            topics = list(self._topics.values())
+        now = time.time_ns()
+        return {
+            "deployment": self.deployment,
+            "side": self.side,
+            "machine": self.machine,
+            "pid": os.getpid(),
+            "time_unix_ns": now,
+            "uptime_s": round((now - self._started_ns) / 1e9, 3),
+            "topics": [t.snapshot() for t in sorted(topics, key=lambda t: (t.direction, t.topic))],
+        }
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`snapshot` to ``path`` atomically (readers see the old or the new file).
+
+        Raises:
+            OSError: the directory is missing or not writable.
+        """
+        write_json_atomic(path, self.snapshot())
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename.
+
+    Raises:
+        OSError: the directory is missing or not writable.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_stats(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a stats file written by a bridge.
+
+    Raises:
+        ConfigError: the file is missing or is not a bridge stats snapshot.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        msg = f"bridge stats file {str(path)!r} does not exist: is the bridge running (or did it ever start)?"
+        raise ConfigError(msg) from None
+    except (OSError, ValueError) as err:
+        msg = f"bridge stats file {str(path)!r} is unreadable ({err}): delete it; the bridge rewrites it"
+        raise ConfigError(msg) from err
+    if not isinstance(data, dict) or not isinstance(data.get("topics"), list):
+        msg = f"{str(path)!r} is not a bridge stats file (no 'topics' list)"
+        raise ConfigError(msg)
+    return data
+
+
+_COLUMNS = (
+    ("bridge", "<"),
+    ("topic", "<"),
+    ("dir", "<"),
+    ("msgs", ">"),
+    ("MB", ">"),
+    ("malformed", ">"),
+    ("dropped", ">"),
+    ("lost", ">"),
+    ("lat med ms", ">"),
+    ("lat p99 ms", ">"),
+)
+
+
+def format_stats_table(stats: Mapping[str, Any]) -> str:
+    """A per-topic text table of one snapshot, or of ``{name: snapshot}`` for several bridges.
+
+    Latency is one-way, Zenoh sender to Zenoh receiver (inbound topics only; an outbound row
+    shows ``-``); across hosts it is only as good as their clock synchronization. Empty or
+    unreadable snapshots are shown as such rather than failing.
+
+    Args:
+        stats: a :meth:`BridgeStats.snapshot` dict, or a mapping of bridge names to such dicts.
+
+    Returns:
+        The table as lines joined by newlines (no trailing newline).
+    """
+    snapshots: dict[str, Any] = {}
+    if "topics" in stats:
+        snapshots[str(stats.get("machine", "bridge"))] = stats
+    else:
+        snapshots = dict(stats)
+    rows: list[tuple[str, ...]] = []
+    for name, snap in snapshots.items():
+        topics = snap.get("topics") if isinstance(snap, Mapping) else None
+        if not topics:
+            rows.append((str(name), "(no topics or no stats yet)", "", "", "", "", "", "", "", ""))
+            continue
+        for topic in topics:
+            lat = topic.get("latency_ms") or {}
+            rows.append(
+                (
+                    str(name),
+                    str(topic.get("topic", "?")),
+                    "out" if topic.get("direction") == "outbound" else "in",
+                    str(topic.get("messages", 0)),
+                    f"{topic.get('bytes', 0) / 1e6:.2f}",
+                    str(topic.get("dropped_malformed", 0)),
+                    str(topic.get("dropped_other", 0)),
+                    str(topic.get("lost", 0)),
+                    _fmt_ms(lat.get("median")),
+                    _fmt_ms(lat.get("p99")),
+                )
+            )
+    headers = tuple(c for c, _ in _COLUMNS)
+    widths = [
+        max(len(headers[i]), *(len(r[i]) for r in rows)) if rows else len(headers[i])
+        for i in range(len(headers))
+    ]
+
+    def line(cells: tuple[str, ...]) -> str:
+        parts = [f"{c:{a}{w}}" for c, (_, a), w in zip(cells, _COLUMNS, widths, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out = [line(headers), line(tuple("-" * w for w in widths))]
+    out.extend(line(r) for r in rows)
+    return "\n".join(out)
+
+
+def _percentile_ms(sorted_ns: list[int], q: float) -> float | None:
+    if not sorted_ns:
+        return None
+    # Nearest-rank percentile: an actual sample, never an interpolation between two.
+    index = max(0, math.ceil(q * len(sorted_ns)) - 1)
+    return round(sorted_ns[index] / 1e6, 4)
+
+
+def _fmt_ms(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"

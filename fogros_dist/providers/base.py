@@ -1,0 +1,113 @@
+"""The Provider seam: the small typed set of verbs every machine provider implements.
+
+A provider turns a :class:`~fogros_dist.spec.MachineSpec` into a running :class:`~fogros_dist.spec.Host`,
+starts supervised processes there, finds them again from their :class:`~fogros_dist.spec.ProcessRecord`
+(after a crash, or from another CLI invocation), and terminates what it created. Capabilities are
+declared up front so an unsupported request fails at plan time, not by crashing mid-provision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal, Protocol
+
+from fogros_dist.spec import Host, MachineSpec, ProcessRecord
+
+__all__ = [
+    "Capabilities",
+    "OutputSink",
+    "ProcessSpec",
+    "Provider",
+    "ProvisionContext",
+    "RunningProcess",
+]
+
+# Receives one line of a process's output: (machine, process name, stream, text).
+OutputSink = Callable[[str, str, Literal["stdout", "stderr"], str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """What a provider can do; the planner checks requests against these."""
+
+    spot: bool = False
+    gpu: bool = False
+    image: bool = False
+    remote: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessSpec:
+    """A process to start on a host; ``argv[0]`` is resolved on the host, not on the robot."""
+
+    role: Literal["node", "bridge"]
+    name: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProvisionContext:
+    """What a provider may use while creating a machine for a deployment."""
+
+    deployment: str
+    state_dir: Path
+    # Domain IDs already taken by the robot and other deployments on this robot's store.
+    used_domain_ids: frozenset[int] = frozenset()
+    progress: Callable[[str], None] = lambda _line: None
+
+
+class RunningProcess(Protocol):
+    """A handle on a supervised process, wherever it runs."""
+
+    @property
+    def record(self) -> ProcessRecord:
+        """What identifies the process across restarts of the supervisor."""
+
+    def poll(self) -> int | None:
+        """Exit code if the process has ended (negative: killed by that signal), else None."""
+
+    def stop(self, *, grace: float) -> int | None:
+        """SIGTERM the process group, SIGKILL after ``grace`` seconds; return the exit code if known."""
+
+    def stderr_tail(self, lines: int = 20) -> tuple[str, ...]:
+        """The last ``lines`` lines the process wrote to stderr."""
+
+    def follow(self, sink: OutputSink) -> None:
+        """Stream the process's output lines to ``sink`` (on a background thread) until it ends."""
+
+
+class Provider(Protocol):
+    """A machine provider: Local (processes here), SSHHost, AWS, or a third-party plug-in."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def validate(self, machine: MachineSpec) -> None:
+        """Check the machine's options; raise ConfigError naming a bad option and the fix."""
+
+    def create(self, machine: MachineSpec, ctx: ProvisionContext) -> Host:
+        """Provision (or reuse) the machine and return where it is. Idempotent per deployment."""
+
+    def resolve_node(self, host: Host, *, package: str, executable: str) -> tuple[str, ...]:
+        """The argv prefix that runs ``package``/``executable`` on ``host``.
+
+        Raises MissingExecutable naming the package, the executable and where it looked.
+        """
+
+    def bridge_argv(self, host: Host, spec_path: Path) -> tuple[str, ...]:
+        """The argv that runs the machine-side bridge on ``host`` from a BridgeRunSpec file."""
+
+    def upload(self, host: Host, local: Path, remote_name: str) -> Path:
+        """Place a local file in the host's working directory; return its path on the host."""
+
+    def start(self, host: Host, process: ProcessSpec) -> RunningProcess:
+        """Start ``process`` on ``host`` in its own session/process group, output to log files."""
+
+    def attach(self, host: Host, record: ProcessRecord) -> RunningProcess:
+        """A handle on a process started earlier (possibly by another supervisor)."""
+
+    def terminate(self, host: Host) -> None:
+        """Release the machine and everything the provider created for it."""

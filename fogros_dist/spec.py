@@ -1,0 +1,283 @@
+"""Frozen dataclasses that cross process and machine boundaries.
+
+These are the only things fogros_dist writes to state files or sends to another machine: they
+serialize to JSON through :func:`to_json` / :func:`from_json`, never through pickle. Validation
+that needs the ROS layer (topic names, message types) happens in :mod:`fogros_dist.deploy.plan`;
+here only shape and simple ranges are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, Union
+
+from fogros_dist.errors import ConfigError
+
+__all__ = [
+    "BridgeRunSpec",
+    "BridgeSpec",
+    "DeploymentSpec",
+    "Host",
+    "MachineSpec",
+    "NodeSpec",
+    "OptionValue",
+    "ProcessRecord",
+    "QosSpec",
+    "TopicSpec",
+    "from_json",
+    "to_json",
+]
+
+OptionValue = str | int | float | bool
+Reliability = Literal["reliable", "best_effort"]
+Durability = Literal["volatile", "transient_local"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QosSpec:
+    """The QoS a bridged topic is published and subscribed with on each ROS graph."""
+
+    reliability: Reliability = "reliable"
+    durability: Durability = "volatile"
+    depth: int = 10
+
+    def __post_init__(self) -> None:
+        if self.reliability not in ("reliable", "best_effort"):
+            msg = f"QoS reliability {self.reliability!r} is invalid: use 'reliable' or 'best_effort'"
+            raise ConfigError(msg)
+        if self.durability not in ("volatile", "transient_local"):
+            msg = f"QoS durability {self.durability!r} is invalid: use 'volatile' or 'transient_local'"
+            raise ConfigError(msg)
+        if not 1 <= self.depth <= 10_000:
+            msg = f"QoS history depth {self.depth} is out of range: use 1..10000"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopicSpec:
+    """A ROS 2 topic to bridge: absolute name, message type (``pkg/msg/Type``) and QoS.
+
+    ``type`` may be ``None``: the bridge then learns it from the graph (the publisher's type on the
+    side that produces the topic) before it forwards anything.
+    """
+
+    name: str
+    type: str | None = None
+    qos: QosSpec = field(default_factory=QosSpec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MachineSpec:
+    """A machine a deployment needs; ``options`` are parsed and validated by its provider."""
+
+    name: str
+    provider: str = "local"
+    options: tuple[tuple[str, OptionValue], ...] = ()
+
+    def option(self, key: str, default: OptionValue | None = None) -> OptionValue | None:
+        """Return option ``key``, or ``default`` when the machine does not set it."""
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSpec:
+    """A ROS 2 node to run on a machine, and the topics the bridge carries for it.
+
+    ``topics_in`` flow robot -> machine (the node subscribes); ``topics_out`` flow machine -> robot.
+    """
+
+    name: str
+    package: str
+    executable: str
+    machine: str
+    arguments: tuple[str, ...] = ()
+    parameters: tuple[tuple[str, OptionValue], ...] = ()
+    remappings: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    topics_in: tuple[TopicSpec, ...] = ()
+    topics_out: tuple[TopicSpec, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BridgeSpec:
+    """How robot and machines talk: Zenoh over TCP with explicit endpoints.
+
+    ``port`` 0 lets the provider pick a free port. Multicast scouting stays off unless asked for,
+    and shared memory is off so a measured link is the real network path.
+    """
+
+    port: int = 0
+    protocol: Literal["tcp", "quic", "tls"] = "tcp"
+    scouting: bool = False
+    shared_memory: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            msg = f"bridge port {self.port} is out of range: use 1..65535, or 0 for any free port"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BridgeRunSpec:
+    """What one bridge process runs: one side of the robot <-> machine link.
+
+    ``outbound`` topics are read from this side's ROS graph and sent over Zenoh; ``inbound`` topics
+    arrive over Zenoh and are published on this side's graph. The robot side's outbound topics are
+    the nodes' ``topics_in``; a machine side's outbound topics are its nodes' ``topics_out``.
+    """
+
+    deployment: str
+    side: Literal["robot", "machine"]
+    machine: str
+    listen: tuple[str, ...] = ()
+    connect: tuple[str, ...] = ()
+    outbound: tuple[TopicSpec, ...] = ()
+    inbound: tuple[TopicSpec, ...] = ()
+    bridge: BridgeSpec = field(default_factory=BridgeSpec)
+    distro: str = "jazzy"
+    domain_id: int = 0
+    graph: Literal["auto", "dds", "rclpy"] = "auto"
+    stats_path: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentSpec:
+    """Everything `up` needs: machines, the nodes they run, how to bridge, which ROS distro."""
+
+    name: str
+    machines: tuple[MachineSpec, ...]
+    nodes: tuple[NodeSpec, ...]
+    bridge: BridgeSpec = field(default_factory=BridgeSpec)
+    distro: str = "jazzy"
+
+    def machine(self, name: str) -> MachineSpec:
+        """Return the machine called ``name``; raise ConfigError naming the known ones."""
+        for machine in self.machines:
+            if machine.name == name:
+                return machine
+        known = ", ".join(m.name for m in self.machines) or "none"
+        msg = f"node refers to machine {name!r}, which the deployment does not define (known: {known})"
+        raise ConfigError(msg)
+
+    def nodes_on(self, machine: str) -> tuple[NodeSpec, ...]:
+        """The nodes placed on ``machine``."""
+        return tuple(node for node in self.nodes if node.machine == machine)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Host:
+    """A provisioned machine: where it is and what its provider needs to find it again."""
+
+    machine: str
+    provider: str
+    address: str
+    workdir: str
+    resource_id: str
+    bridge_port: int
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessRecord:
+    """A supervised process, recorded so `down` can stop it even after the supervisor crashed.
+
+    ``start_ticks`` is the process start time from /proc, so a recycled PID is never signalled.
+    """
+
+    role: Literal["node", "bridge", "supervisor"]
+    name: str
+    machine: str
+    pid: int
+    pgid: int
+    start_ticks: int
+    stdout_path: str
+    stderr_path: str
+    argv: tuple[str, ...]
+
+
+def to_json(value: Any) -> str:
+    """Serialize a spec dataclass (possibly nested) to a JSON string."""
+    return json.dumps(_encode(value), indent=2, sort_keys=True)
+
+
+def from_json(cls: type[T], text: str | Mapping[str, Any]) -> T:
+    """Build ``cls`` from JSON text or an already-parsed mapping, checking every field's type."""
+    data = json.loads(text) if isinstance(text, str) else text
+    return typing.cast(T, _decode(cls, data, cls.__name__))
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_encode(item) for item in value]
+    return value
+
+
+def _decode(tp: Any, data: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(data, Mapping):
+            msg = f"{where}: expected an object, got {type(data).__name__}"
+            raise ConfigError(msg)
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            msg = f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(names))})"
+            raise ConfigError(msg)
+        kwargs = {key: _decode(hints[key], value, f"{where}.{key}") for key, value in data.items()}
+        try:
+            return tp(**kwargs)
+        except TypeError as err:
+            msg = f"{where}: {err}"
+            raise ConfigError(msg) from err
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(data, list | tuple):
+            msg = f"{where}: expected a list, got {type(data).__name__}"
+            raise ConfigError(msg)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], item, f"{where}[{i}]") for i, item in enumerate(data))
+        if len(args) != len(data):
+            msg = f"{where}: expected {len(args)} items, got {len(data)}"
+            raise ConfigError(msg)
+        return tuple(
+            _decode(a, item, f"{where}[{i}]") for i, (a, item) in enumerate(zip(args, data, strict=True))
+        )
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if data not in allowed:
+            msg = f"{where}: {data!r} is not one of {', '.join(map(repr, allowed))}"
+            raise ConfigError(msg)
+        return data
+    if origin is Union or origin is types.UnionType:
+        for option in typing.get_args(tp):
+            try:
+                return _decode(option, data, where)
+            except ConfigError:
+                continue
+        msg = f"{where}: {data!r} does not fit {tp}"
+        raise ConfigError(msg)
+    if tp is type(None):
+        if data is not None:
+            msg = f"{where}: expected null, got {data!r}"
+            raise ConfigError(msg)
+        return None
+    if tp is float and isinstance(data, int) and not isinstance(data, bool):
+        return float(data)
+    if tp in (str, int, float, bool):
+        # bool is an int in Python: keep the two apart so `depth = true` is rejected.
+        if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
+            msg = f"{where}: expected {tp.__name__}, got {data!r}"
+            raise ConfigError(msg)
+        return data
+    msg = f"{where}: cannot decode type {tp}"
+    raise ConfigError(msg)

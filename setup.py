@@ -1,0 +1,40 @@
+"""Setup for fogros_dist: a pip-installable Python package that is also an ament_python package."""
+
+from __future__ import annotations
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "fogros_dist"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["py.typed"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+    ],
+    python_requires=">=3.10",
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="fogros_dist developers",
+    maintainer_email="fogros-dist@example.org",
+    description="Fog robotics for ROS 2: offload nodes to GPU machines and bridge their topics back.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "fogros-dist = fogros_dist.cli.main:main",
+            # Node executables: `ros2 run fogros_dist <name>`, or CloudNode(executable=<name>).
+            "edge_detector = fogros_dist.nodes.edge_detector:main",
+        ],
+        "ros2cli.command": [
+            "fogdist = fogros_dist.cli.ros2_command:FogDistCommand",
+        ],
+        # Third-party providers register here: name = "module:ProviderClass".
+        "fogros_dist.providers": [],
+    },
+)

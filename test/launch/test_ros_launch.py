@@ -1,0 +1,186 @@
+"""ROS 2 itself: the package builds with colcon, `ros2 launch` offloads a node, `ros2 fogdist` sees it.
+
+These tests need a sourced ROS 2 (rclpy, launch_ros, ros2cli) and skip without one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.ros
+pytest.importorskip("rclpy")
+pytest.importorskip("launch_ros")
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "sensor_msgs/msg/Image"
+# ros2cli's entry point, run by this interpreter so the ROS tools see the venv's packages.
+ROS2 = [sys.executable, "-c", "import sys; from ros2cli.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="module")
+def overlay(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fogros_dist built as a ROS 2 package with colcon, like a user's workspace would."""
+    colcon = shutil.which("colcon") or str(Path(sys.executable).parent / "colcon")
+    base = tmp_path_factory.mktemp("ws")
+    result = subprocess.run(
+        [
+            colcon,
+            *("--log-base", str(base / "log"), "build", "--base-paths", str(REPO)),
+            *("--build-base", str(base / "build"), "--install-base", str(base / "install")),
+        ],
+        cwd=base,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return base / "install"
+
+
+@pytest.fixture
+def ros_env(overlay: Path, tmp_path: Path, robot_domain: int) -> dict[str, str]:
+    env = dict(os.environ)
+    prefix = str(overlay / "fogros_dist")
+    env["AMENT_PREFIX_PATH"] = os.pathsep.join([prefix, env.get("AMENT_PREFIX_PATH", "")])
+    env["FOGROS_DIST_HOME"] = str(tmp_path / "home")
+    env["ROS_DOMAIN_ID"] = str(robot_domain)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _fogdist(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ROS2, "fogdist", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _wait_until_listed(env: dict[str, str], launch: subprocess.Popen[str], output: list[str]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        listed = _fogdist(env, "list", "--json")
+        rows = json.loads(listed.stdout) if listed.returncode == 0 and listed.stdout.strip() else []
+        if any(r["name"] == "edge-offload" and r["status"] == "running" for r in rows):
+            return
+        assert launch.poll() is None, "".join(output)
+        assert time.monotonic() < deadline, "".join(output)
+        time.sleep(0.5)
+
+
+def _edges_round_trip(robot_domain: int, output: list[str]) -> object:
+    """Publish a small image on the robot's graph; return the decoded reply from the cloud node."""
+    from fogros_dist.ros.dds import DdsGraph
+    from fogros_dist.ros.types import MessageTypes
+    from fogros_dist.spec import TopicSpec
+
+    types = MessageTypes("jazzy")
+    image = types.message_class(IMAGE)
+    header = types.message_class("std_msgs/msg/Header")
+    stamp = types.message_class("builtin_interfaces/msg/Time")
+    frame = np.zeros((8, 8), dtype=np.uint8)
+    frame[2:6, 2:6] = 200
+    msg = image(
+        header=header(stamp=stamp(sec=1, nanosec=2), frame_id="cam"),
+        height=8,
+        width=8,
+        encoding="mono8",
+        is_bigendian=0,
+        step=8,
+        data=frame.reshape(-1),
+    )
+    got = threading.Event()
+    replies: list[bytes] = []
+
+    def on_edges(cdr: bytes) -> None:
+        replies.append(cdr)
+        got.set()
+
+    graph = DdsGraph(robot_domain, distro="jazzy")
+    try:
+        pub = graph.publisher(TopicSpec(name="/camera/image", type=IMAGE))
+        graph.subscribe(TopicSpec(name="/camera/edges", type=IMAGE), on_edges)
+        deadline = time.monotonic() + 30
+        while not got.wait(0.2):
+            assert time.monotonic() < deadline, "".join(output)
+            pub.publish(types.serialize(IMAGE, msg))
+    finally:
+        graph.close()
+    return types.deserialize(IMAGE, replies[0])
+
+
+def test_ros2_launch_offloads_and_ros2_fogdist_lists_it(ros_env: dict[str, str], robot_domain: int) -> None:
+    launch = subprocess.Popen(
+        [*ROS2, "launch", "fogros_dist", "offload_edge_detector.launch.py"],
+        env=ros_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(launch.stdout or []), daemon=True)
+    reader.start()
+    try:
+        _wait_until_listed(ros_env, launch, output)
+        human = _fogdist(ros_env, "list").stdout
+        assert "edge-offload" in human
+        assert "gpu:local@127.0.0.1" in human
+        reply: Any = _edges_round_trip(robot_domain, output)
+        assert reply.encoding == "mono8"
+        assert reply.header.frame_id == "cam"
+        assert int(np.asarray(reply.data).max()) == 255
+    finally:
+        launch.send_signal(signal.SIGINT)
+        try:
+            launch.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait()
+        reader.join(timeout=5)
+    text = "".join(output)
+    assert "[cloud:gpu]" in text
+    assert launch.returncode == 0, text
+    assert json.loads(_fogdist(ros_env, "list", "--json").stdout) == []
+
+
+def test_launch_file_with_a_syntax_error_fails_in_one_line(ros_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.launch.py"
+    bad.write_text("def generate_launch_description(:\n    pass\n")
+    result = subprocess.run(
+        [*ROS2, "launch", str(bad)], env=ros_env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "bad.launch.py" in result.stderr + result.stdout
+
+
+def test_cloud_node_bad_topic_fails_before_anything_starts(ros_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "badtopic.launch.py"
+    bad.write_text(
+        "from fogros_dist.launch import CloudNode, FogLaunchDescription\n"
+        "from fogros_dist.machines import Local\n"
+        "def generate_launch_description():\n"
+        "    return FogLaunchDescription([CloudNode(package='fogros_dist', executable='edge_detector',\n"
+        "        machine=Local('gpu'), topics_in=['/camera/9image:sensor_msgs/msg/Image'])],\n"
+        "        deployment='bad-topic')\n"
+    )
+    result = subprocess.run(
+        [*ROS2, "launch", str(bad)], env=ros_env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert "/camera/9image" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    listed = _fogdist(ros_env, "list", "--json")
+    assert json.loads(listed.stdout) == []
