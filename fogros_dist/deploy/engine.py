@@ -136,8 +136,12 @@ class Deployment:
         On failure everything created so far is torn down before the error propagates.
         """
         self._t0 = time.monotonic()
-        self._report("plan", ROBOT, f"deployment {self.spec.name}: {len(self.spec.nodes)} node(s)")
         plan = make_plan(self.spec)
+        self._report(
+            "planned",
+            ROBOT,
+            f"deployment {self.spec.name}: {len(plan.machines)} machine(s), {len(self.spec.nodes)} node(s)",
+        )
         self._plan = plan
         with self.store.locked():
             used = self.store.used_domain_ids() | {self._robot_domain_id}
