@@ -1,8 +1,10 @@
 """The Zenoh link between a robot and its machines: session config, topic bridge, link stats.
 
-Import the submodules directly (:mod:`~fogros_dist.net.bridge`, :mod:`~fogros_dist.net.stats`,
-:mod:`~fogros_dist.net.zenoh_config`); this package imports nothing so that reading stats does
-not load Zenoh.
+Import the submodules directly: :mod:`~fogros_dist.net.bridge` (the bridge, its Zenoh keys and
+helpers), :mod:`~fogros_dist.net.bridge_main` (the bridge process), :mod:`~fogros_dist.net.stats`
+(counters, stats files, the table), :mod:`~fogros_dist.net.zenoh_config` (session configuration)
+and :mod:`~fogros_dist.net.cdr_check` (inbound message checks). This package imports nothing, so
+reading stats does not load Zenoh.
 """
 
 from __future__ import annotations

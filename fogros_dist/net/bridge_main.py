@@ -20,9 +20,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from fogros_dist.errors import ConfigError, FogError
+from fogros_dist.errors import BridgeError, ConfigError, FogError
 from fogros_dist.spec import BridgeRunSpec, from_json
+
+if TYPE_CHECKING:
+    from fogros_dist.net.bridge import Bridge
 
 __all__ = ["load_spec", "main", "run"]
 
@@ -82,8 +86,6 @@ def run(spec: BridgeRunSpec, *, stop: threading.Event, peer_timeout: float = 20.
         try:
             session = zenoh.open(config)
         except zenoh.ZError as err:
-            from fogros_dist.errors import BridgeError
-
             endpoints = ", ".join((*spec.listen, *spec.connect))
             msg = (
                 f"Zenoh session for the {spec.side} bridge did not open ({err}): check endpoints {endpoints}"
@@ -91,8 +93,15 @@ def run(spec: BridgeRunSpec, *, stop: threading.Event, peer_timeout: float = 20.
             raise BridgeError(msg) from err
         try:
             bridge = Bridge(spec=spec, graph=graph, session=session)
+            # A stop while the bridge still waits for its peers must not wait out peer_timeout.
+            threading.Thread(target=_close_if_starting, args=(bridge, stop), daemon=True).start()
             try:
-                bridge.start(peer_timeout=peer_timeout)
+                try:
+                    bridge.start(peer_timeout=peer_timeout)
+                except BridgeError:
+                    if stop.is_set():
+                        return  # stopped during start-up: a clean stop, not a failure
+                    raise
                 print(_ready_line(spec), flush=True)
                 stop.wait()
                 _log.info("stopping the %s bridge", spec.side)
@@ -146,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_SPEC if isinstance(err, ConfigError) else EXIT_FAILED
     return EXIT_OK
+
+
+def _close_if_starting(bridge: Bridge, stop: threading.Event) -> None:
+    stop.wait()
+    if not bridge.ready:
+        bridge.close()
 
 
 def _ready_line(spec: BridgeRunSpec) -> str:

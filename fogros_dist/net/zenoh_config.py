@@ -144,7 +144,7 @@ def build_config(
         try:
             config.insert_json5(key, json.dumps(value))
         except zenoh.ZError as err:
-            msg = f"Zenoh {zenoh_version()} rejects config {key}={value!r} ({err}): use eclipse-zenoh 1.10"
+            msg = f"Zenoh {_zenoh_version()} rejects config {key}={value!r} ({err}): use eclipse-zenoh 1.10"
             raise BridgeError(msg) from err
     return config
 
@@ -159,7 +159,7 @@ def config_for(spec: BridgeRunSpec) -> zenoh.Config:
     return build_config(listen=spec.listen, connect=spec.connect, bridge=spec.bridge)
 
 
-def zenoh_version() -> str:
+def _zenoh_version() -> str:
     """The installed eclipse-zenoh version, for error messages."""
     from importlib.metadata import PackageNotFoundError, version
 

@@ -76,7 +76,8 @@ def message_class(type_name: str) -> Any:
 def _qos_profile(qos: QosSpec) -> Any:
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    return QoSProfile(
+    # rclpy's QoSProfile is untyped where ROS 2 is installed, and unknown (Any) where it is not.
+    return QoSProfile(  # type: ignore[no-untyped-call,unused-ignore]
         history=HistoryPolicy.KEEP_LAST,
         depth=qos.depth,
         reliability=ReliabilityPolicy.RELIABLE

@@ -49,13 +49,19 @@ def _matched(publisher: object, count: int = 1) -> Callable[[], bool]:
     return lambda: publisher.matched_count() >= count  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    "qos",
+    [QosSpec(), QosSpec(reliability="best_effort", depth=5), QosSpec(durability="transient_local", depth=1)],
+    ids=["reliable", "best_effort", "transient_local"],
+)
 def test_robot_to_machine_bytes_equal_rosbags_and_are_counted(
-    bridge_link: Callable[..., Link], types: MessageTypes
+    bridge_link: Callable[..., Link], types: MessageTypes, qos: QosSpec
 ) -> None:
-    link = bridge_link(robot_out=[CHATTER], machine_in=[CHATTER])
+    chatter = TopicSpec(name="/chatter", type=STRING, qos=qos)
+    link = bridge_link(robot_out=[chatter], machine_in=[chatter])
     inbox = Inbox()
-    subscription = link.machine.app.subscribe(CHATTER, inbox)
-    publisher = link.robot.app.publisher(CHATTER)
+    subscription = link.machine.app.subscribe(chatter, inbox)
+    publisher = link.robot.app.publisher(chatter)
     # Robot app -> robot bridge, and machine bridge -> machine app, are both matched.
     assert wait_for(_matched(publisher))
     assert wait_for(lambda: subscription.matched_count() == 1)

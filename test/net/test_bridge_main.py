@@ -144,3 +144,57 @@ def test_bad_spec_exits_2_with_one_line(
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error: ")
     assert re.search(message, lines[0]), lines[0]
+
+
+def _robot_spec_without_peer(tmp_path: Path, domain_id: int) -> Path:
+    spec = BridgeRunSpec(
+        deployment=DEPLOYMENT,
+        side="robot",
+        machine="robot",
+        connect=(f"tcp/127.0.0.1:{free_tcp_port()}",),
+        outbound=(CHATTER,),
+        domain_id=domain_id,
+        graph="dds",
+        stats_path=str(tmp_path / "robot-stats.json"),
+    )
+    path = tmp_path / "robot.json"
+    path.write_text(to_json(spec))
+    return path
+
+
+def test_unreachable_peer_exits_1_with_one_line(
+    tmp_path: Path, new_domain_id: Callable[[], int], processes: list[subprocess.Popen[str]]
+) -> None:
+    path = _robot_spec_without_peer(tmp_path, new_domain_id())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fogros_dist.net.bridge_main", "--spec", str(path), "--peer-timeout", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    processes.append(proc)
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 1, stderr
+    assert stdout == ""
+    # INFO lines come first (start-up progress); the error is the last line, with no traceback.
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "error: robot bridge reached 0 of 1 peer bridge(s) within 0.5 s "
+        f"(connect={json.loads(path.read_text())['connect'][0]}): check that the machine bridge runs "
+        "and that its port is reachable from here"
+    )
+    assert not (tmp_path / "robot-stats.json").exists()  # never ready, so no readiness file
+
+
+def test_sigterm_while_waiting_for_the_peer_stops_cleanly(
+    tmp_path: Path, new_domain_id: Callable[[], int], processes: list[subprocess.Popen[str]]
+) -> None:
+    path = _robot_spec_without_peer(tmp_path, new_domain_id())
+    proc = _start(path, processes)
+    # The bridge logs when it starts waiting (long after installing its signal handlers).
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "waiting up to 20 s for 1 peer bridge(s)" in line, line
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=TIMEOUT)  # far less than the default 20 s peer timeout
+    assert proc.returncode == 0, stderr
