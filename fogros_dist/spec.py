@@ -156,6 +156,8 @@ class DeploymentSpec:
     nodes: tuple[NodeSpec, ...]
     bridge: BridgeSpec = field(default_factory=BridgeSpec)
     distro: str = "jazzy"
+    # A directory on the robot (a ROS 2 workspace) pushed to every remote machine; "" for none.
+    workspace: str = ""
 
     def machine(self, name: str) -> MachineSpec:
         """Return the machine called ``name``; raise ConfigError naming the known ones."""

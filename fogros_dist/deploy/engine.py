@@ -7,6 +7,7 @@ is plain Python: the CLI and the launch adapters drive it and only render its pr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -144,7 +145,6 @@ class Deployment:
         )
         self._plan = plan
         with self.store.locked():
-            used = self.store.used_domain_ids() | {self._robot_domain_id}
             self._state = DeploymentState(
                 spec=self.spec,
                 status="provisioning",
@@ -154,13 +154,9 @@ class Deployment:
                 supervisor=_own_record(),
             )
             self.store.create(self._state)
-            try:
-                for machine in self.spec.machines:
-                    self._provision(machine.name, used | self.state.domain_ids())
-            except BaseException:
-                self._fail_and_teardown()
-                raise
         try:
+            for machine in self.spec.machines:
+                self._provision(machine.name)
             self._start_bridges(plan)
             for node in self.spec.nodes:
                 self._start_node(node)
@@ -218,18 +214,25 @@ class Deployment:
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _provision(self, machine_name: str, used: frozenset[int]) -> None:
+    def _provision(self, machine_name: str) -> None:
         machine = self.spec.machine(machine_name)
         provider = self._provider(machine.provider)
-        self._report("provision", machine.name, f"requesting a {machine.provider} machine")
-        ctx = ProvisionContext(
-            deployment=self.spec.name,
-            state_dir=self.state_dir,
-            used_domain_ids=used,
-            progress=lambda line: self._report("provision", machine.name, line),
-        )
-        host = provider.create(machine, ctx)
-        self._save(hosts=(*self.state.hosts, host))
+        self._report("requesting", machine.name, f"a {machine.provider} machine")
+        # Local machines take ROS domains from a shared range: allocate them under the store's
+        # lock. Remote machines have their own graphs, and may take minutes to create.
+        lock = contextlib.nullcontext() if provider.capabilities.remote else self.store.locked()
+        with lock:
+            ctx = ProvisionContext(
+                deployment=self.spec.name,
+                state_dir=self.state_dir,
+                used_domain_ids=self.store.used_domain_ids() | {self._robot_domain_id},
+                progress=lambda stage, message: self._report(stage, machine.name, message),
+                workspace=self.spec.workspace,
+            )
+            host = provider.create(machine, ctx)
+            # Recorded before anything else can fail, so `down` always finds what was created.
+            self._save(hosts=(*self.state.hosts, host))
+        provider.prepare(host, ctx)
         self._report("ready", machine.name, f"at {host.address}, bridge port {host.bridge_port}")
 
     def _start_bridges(self, plan: Plan) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "Capabilities",
     "OutputSink",
     "ProcessSpec",
+    "Progress",
     "Provider",
     "ProvisionContext",
     "RunningProcess",
@@ -48,15 +49,22 @@ class ProcessSpec:
     env: tuple[tuple[str, str], ...] = ()
 
 
+# Receives a provider's progress: (stage, message). Stages a user sees, in order where they apply:
+# "requesting", "pending", "running", "ssh-ready", "synced", "bootstrapped", "started".
+Progress = Callable[[str, str], None]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProvisionContext:
-    """What a provider may use while creating a machine for a deployment."""
+    """What a provider may use while creating and preparing a machine for a deployment."""
 
     deployment: str
     state_dir: Path
     # Domain IDs already taken by the robot and other deployments on this robot's store.
     used_domain_ids: frozenset[int] = frozenset()
-    progress: Callable[[str], None] = lambda _line: None
+    progress: Progress = lambda _stage, _message: None
+    # A directory on the robot to push to the machine (a ROS 2 workspace); "" pushes nothing.
+    workspace: str = ""
 
 
 class RunningProcess(Protocol):
@@ -90,6 +98,10 @@ class Provider(Protocol):
 
     def create(self, machine: MachineSpec, ctx: ProvisionContext) -> Host:
         """Provision (or reuse) the machine and return where it is. Idempotent per deployment."""
+
+    def prepare(self, host: Host, ctx: ProvisionContext) -> None:
+        """Make the machine able to run nodes and the bridge: push the workspace, install what is
+        missing (idempotent and cached: a second `up` with nothing changed installs nothing)."""
 
     def resolve_node(self, host: Host, *, package: str, executable: str) -> tuple[str, ...]:
         """The argv prefix that runs ``package``/``executable`` on ``host``.

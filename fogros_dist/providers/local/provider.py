@@ -59,7 +59,7 @@ class LocalProvider:
         dds_config = workdir / "cyclonedds.xml"
         dds_config.write_text(loopback_config(domain_id))
         python = str(machine.option("python", sys.executable))
-        ctx.progress(f"machine {machine.name}: local, ROS domain {domain_id}, workdir {workdir}")
+        ctx.progress("running", f"local, ROS domain {domain_id}, workdir {workdir}")
         return Host(
             machine=machine.name,
             provider=self.name,
@@ -74,6 +74,10 @@ class LocalProvider:
                 ("FOGROS_DIST_PYTHON", python),
             ),
         )
+
+    def prepare(self, host: Host, ctx: ProvisionContext) -> None:
+        """Nothing to push or install: the nodes run from this machine's own environment."""
+        del host, ctx
 
     def resolve_node(self, host: Host, *, package: str, executable: str) -> tuple[str, ...]:
         """Resolve the executable with the machine's own environment; MissingExecutable if absent."""
