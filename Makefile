@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 # without one those tests skip.
 ROS_SETUP ?= $(firstword $(wildcard /opt/ros/jazzy/setup.bash /opt/ros/humble/setup.bash))
 WITH_ROS := $(if $(ROS_SETUP),source $(ROS_SETUP) &&,)
-# Debian packages the tests use (network namespaces, OpenSSH servers, WireGuard later).
-SYSTEM_PACKAGES := iproute2 procps
+# Debian packages the tests use: network namespaces and tc (iproute2), OpenSSH servers and rsync
+# for the SSH hosts, cloud-init's schema validator for cloud_images/.
+SYSTEM_PACKAGES := iproute2 procps openssh-server openssh-client rsync cloud-init
 
 .PHONY: all venv system-deps demo test lint typecheck pytest bench clean
 
