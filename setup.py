@@ -30,6 +30,9 @@ setup(
             "fogros-dist = fogros_dist.cli.main:main",
             # Node executables: `ros2 run fogros_dist <name>`, or CloudNode(executable=<name>).
             "edge_detector = fogros_dist.nodes.edge_detector:main",
+            "grasp_planner = fogros_dist.workloads.grasp.node:main",
+            "slam_node = fogros_dist.workloads.slam.node:main",
+            "policy_node = fogros_dist.workloads.policy.node:main",
         ],
         "ros2cli.command": [
             "fogdist = fogros_dist.cli.ros2_command:FogDistCommand",

@@ -12,13 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fogros_dist import __version__
-from fogros_dist.cli import demo, down, list_deployments, logs, up
+from fogros_dist.cli import bench, demo, down, list_deployments, logs, train, up
 from fogros_dist.errors import FogError
 
 __all__ = ["add_verbs", "main", "run_verb"]
 
 Verb = Callable[[argparse.Namespace], int]
-_VERBS = (up, down, list_deployments, logs, demo)
+_VERBS = (up, down, list_deployments, logs, demo, train, bench)
 
 
 def add_verbs(parser: argparse.ArgumentParser) -> None:
