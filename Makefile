@@ -39,8 +39,8 @@ demo: venv
 	$(BIN)/fogros-dist demo
 
 lint: venv
-	$(BIN)/ruff check fogros_dist test bench
-	$(BIN)/ruff format --check fogros_dist test bench
+	$(BIN)/ruff check fogros_dist test bench cloud_images
+	$(BIN)/ruff format --check fogros_dist test bench cloud_images
 
 typecheck: venv
 	$(BIN)/mypy --strict fogros_dist
