@@ -21,7 +21,11 @@ def add_parser(sub: Any) -> None:
     for name in workload_names():
         # Workload packages import torch and friends: only their names are needed for --help.
         # --help and every option go to the workload's own parser (built in run()).
-        child = workloads.add_parser(name, help=f"train the {name} workload", add_help=False)
+        # prefix_chars="+" makes the child see every "--option" as a plain word, so all of them
+        # reach REMAINDER (argparse would otherwise reject options it does not know here).
+        child = workloads.add_parser(
+            name, help=f"train the {name} workload", add_help=False, prefix_chars="+"
+        )
         child.add_argument("workload_args", nargs=argparse.REMAINDER, help="the workload's options (--help)")
         child.set_defaults(handler=run)
     parser.set_defaults(handler=run)
