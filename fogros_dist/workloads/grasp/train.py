@@ -1,0 +1,285 @@
+"""Train and evaluate the grasp-quality network; the pipeline behind `fogros-dist train grasp`.
+
+:func:`train_model` is the bare loop (a model, a :class:`GraspDataset`, an index sampler: pass a
+``DistributedSampler`` and a DDP-wrapped model to train data-parallel). :func:`run_training`
+generates the data, trains, evaluates on held-out scenes (classification against the analytic
+labels, and the full planner: time per image, robustness of its best grasps) and saves the model.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fogros_dist.workloads.grasp.dataset import (
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    DatasetConfig,
+    GraspDataset,
+    GraspSamples,
+    generate_samples,
+    split_scenes,
+)
+from fogros_dist.workloads.grasp.labels import robust_labels
+from fogros_dist.workloads.grasp.model import GQCNN, ModelConfig, save_model
+from fogros_dist.workloads.grasp.plan import CemConfig, GraspPlanner
+from fogros_dist.workloads.grasp.scene import render_depth
+
+__all__ = [
+    "GraspTraining",
+    "TrainConfig",
+    "classifier_metrics",
+    "planner_metrics",
+    "run_training",
+    "train_model",
+]
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimization settings.
+
+    Attributes:
+        epochs: passes over the data.
+        batch_size: samples per step.
+        learning_rate: peak learning rate of the one-cycle schedule (Adam).
+        weight_decay: L2 penalty.
+        seed: seeds initialization order, shuffling and augmentation.
+    """
+
+    epochs: int = 8
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+def train_model(
+    model: nn.Module,
+    dataset: GraspDataset,
+    *,
+    config: TrainConfig,
+    sampler: Iterable[int] | None = None,
+    report: Report | None = None,
+) -> list[float]:
+    """Train ``model`` (a :class:`GQCNN`, or one wrapped by DDP) on ``dataset`` in place.
+
+    Args:
+        model: the network; called as ``model(patches, depths)`` -> logits.
+        dataset: the training samples.
+        config: optimization settings.
+        sampler: yields sample indices for one epoch (default: a seeded shuffle of all); a
+            sampler with ``set_epoch`` (``DistributedSampler``) is told the epoch first.
+        report: one line per epoch.
+
+    Returns:
+        The mean training loss of each epoch.
+
+    Raises:
+        ValueError: the dataset is empty.
+    """
+    if len(dataset) == 0:
+        msg = "the grasp dataset is empty: generate more scenes (--scenes)"
+        raise ValueError(msg)
+    generator = torch.Generator().manual_seed(config.seed)
+    if sampler is None:
+        sampler = torch.utils.data.RandomSampler(range(len(dataset)), generator=generator)
+    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=max(1, config.epochs * steps_per_epoch) + 1
+    )
+    loss_fn = nn.BCEWithLogitsLoss()
+    losses: list[float] = []
+    model.train()
+    for epoch in range(config.epochs):
+        set_epoch = getattr(sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+        started = time.perf_counter()
+        order = torch.as_tensor(list(sampler), dtype=torch.long)
+        total, seen = 0.0, 0
+        for first in range(0, order.shape[0], config.batch_size):
+            patches, depths, labels = dataset.batch(order[first : first + config.batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(patches, depths), labels)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * labels.shape[0]
+            seen += labels.shape[0]
+        losses.append(total / max(1, seen))
+        if report is not None:
+            report(
+                f"train: epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.3f} "
+                f"({time.perf_counter() - started:.1f} s)"
+            )
+    model.eval()
+    return losses
+
+
+def classifier_metrics(model: GQCNN, samples: GraspSamples, *, threshold: float = 0.5) -> dict[str, float]:
+    """How well the network's ``P(robust) >= threshold`` matches the analytic labels.
+
+    Returns:
+        ``accuracy``, ``precision`` and ``recall`` (of the robust class), ``positive_rate`` (of the
+        labels), ``samples``.
+    """
+    if len(samples) == 0:
+        return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "positive_rate": 0.0, "samples": 0.0}
+    q = model.quality(torch.from_numpy(samples.patches), torch.from_numpy(samples.depths)).numpy()
+    predicted = q >= threshold
+    truth = samples.labels
+    hits = float((predicted & truth).sum())
+    return {
+        "accuracy": float((predicted == truth).mean()),
+        "precision": hits / max(1.0, float(predicted.sum())),
+        "recall": hits / max(1.0, float(truth.sum())),
+        "positive_rate": float(truth.mean()),
+        "samples": float(len(samples)),
+    }
+
+
+def planner_metrics(
+    planner: GraspPlanner, data: DatasetConfig, *, report: Report | None = None
+) -> dict[str, float]:
+    """Plan on every scene of ``data`` and judge the plans by the analytic labels.
+
+    Returns:
+        ``plan_ms_median`` / ``plan_ms_mean`` (wall time per image), ``top1_robust`` (fraction of
+        images whose best grasp is robust), ``topk_robust`` (fraction of all returned grasps that
+        are robust), ``confidence`` (mean predicted quality of the best grasps), ``no_grasp``
+        (fraction of images without any grasp).
+    """
+    times: list[float] = []
+    top1: list[bool] = []
+    topk: list[bool] = []
+    confidence: list[float] = []
+    empty = 0
+    gripper = planner.model.config.gripper
+    for scene in split_scenes(data):
+        image = render_depth(scene, noise=data.noise, seed=scene.seed)
+        result = planner.plan(image.depth, camera=scene.camera)
+        times.append(result.seconds * 1000.0)
+        if len(result.grasps) == 0:
+            empty += 1
+            top1.append(False)
+            continue
+        robust = robust_labels(scene, result.grasps, gripper=gripper, config=data.labels, seed=scene.seed)
+        top1.append(bool(robust[0]))
+        topk.extend(bool(r) for r in robust)
+        confidence.append(float(result.qualities[0]))
+    count = max(1, len(times))
+    metrics = {
+        "plan_ms_median": statistics.median(times) if times else 0.0,
+        "plan_ms_mean": sum(times) / count,
+        "top1_robust": sum(top1) / count,
+        "topk_robust": sum(topk) / max(1, len(topk)),
+        "confidence": sum(confidence) / max(1, len(confidence)),
+        "no_grasp": empty / count,
+    }
+    if report is not None:
+        report(
+            f"plan: {len(times)} held-out images, {metrics['plan_ms_median']:.1f} ms median per image, "
+            f"best grasp robust in {metrics['top1_robust']:.0%}"
+        )
+    return metrics
+
+
+@dataclass(frozen=True, kw_only=True)
+class GraspTraining:
+    """One full training run: data, optimization, evaluation, output.
+
+    Attributes:
+        data: the training data (its held-out twin uses the same settings on another split).
+        eval_scenes: held-out scenes for the classification metrics.
+        plan_images: held-out scenes the full planner is timed and judged on.
+        optim: optimization settings.
+        model: network shape.
+        cem: planner settings for the evaluation.
+        out: where to save the model (None: do not save).
+        threads: torch CPU threads (0: torch's default).
+    """
+
+    data: DatasetConfig = field(default_factory=DatasetConfig)
+    eval_scenes: int = 100
+    plan_images: int = 20
+    optim: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cem: CemConfig = field(default_factory=CemConfig)
+    out: Path | None = None
+    threads: int = 0
+
+
+def run_training(settings: GraspTraining, *, report: Report) -> tuple[GQCNN, dict[str, float]]:
+    """Generate data, train, evaluate on held-out scenes and save.
+
+    Args:
+        settings: the run.
+        report: progress lines.
+
+    Returns:
+        The trained model and its metrics: ``heldout_accuracy``, ``heldout_precision``,
+        ``heldout_recall``, ``heldout_positive_rate``, ``train_accuracy``, ``plan_ms_median``,
+        ``plan_ms_mean``, ``top1_robust``, ``topk_robust``, ``confidence``, ``no_grasp``,
+        sample counts and timings.
+    """
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.optim.seed)
+    started = time.perf_counter()
+    data = replace(
+        settings.data, split=TRAIN_SPLIT, gripper=settings.model.gripper, patch=settings.model.patch
+    )
+    held_out = replace(data, split=TEST_SPLIT, scenes=settings.eval_scenes, first_scene=0)
+    report(f"data: generating {data.scenes} training and {held_out.scenes} held-out scenes")
+    train_samples = generate_samples(data, report=report)
+    test_samples = generate_samples(held_out)
+    data_seconds = time.perf_counter() - started
+    report(
+        f"data: {len(train_samples)} training grasps ({train_samples.labels.mean():.0%} robust), "
+        f"{len(test_samples)} held-out, in {data_seconds:.1f} s"
+    )
+    model = GQCNN(settings.model)
+    train_started = time.perf_counter()
+    dataset = GraspDataset(train_samples, augment=True, seed=settings.optim.seed)
+    losses = train_model(model, dataset, config=settings.optim, report=report)
+    train_seconds = time.perf_counter() - train_started
+    held = classifier_metrics(model, test_samples)
+    seen = classifier_metrics(model, train_samples)
+    report(
+        f"eval: held-out accuracy {held['accuracy']:.3f}, precision {held['precision']:.3f}, "
+        f"recall {held['recall']:.3f} ({held['samples']:.0f} grasps, {held['positive_rate']:.0%} robust)"
+    )
+    metrics: dict[str, float] = {
+        "heldout_accuracy": held["accuracy"],
+        "heldout_precision": held["precision"],
+        "heldout_recall": held["recall"],
+        "heldout_positive_rate": held["positive_rate"],
+        "heldout_samples": held["samples"],
+        "train_accuracy": seen["accuracy"],
+        "train_samples": float(len(train_samples)),
+        "final_loss": losses[-1] if losses else float("nan"),
+        "data_seconds": data_seconds,
+        "train_seconds": train_seconds,
+    }
+    if settings.plan_images > 0:
+        planner = GraspPlanner(model, cem=settings.cem, seed=settings.optim.seed)
+        plan_data = replace(held_out, scenes=settings.plan_images)
+        metrics.update(planner_metrics(planner, plan_data, report=report))
+    if settings.out is not None:
+        save_model(model, settings.out, metrics=metrics)
+        report(f"saved {settings.out}")
+    metrics["total_seconds"] = time.perf_counter() - started
+    return model, metrics
