@@ -1,4 +1,4 @@
-"""Machines a launch file or script can ask for: ``Local()``, and (later) ``SSHHost``, ``AWS``.
+"""Machines a launch file or script can ask for: ``Local()``, ``SSHHost(...)``, ``AWS()``.
 
 These only describe a machine (a frozen :class:`~fogros_dist.spec.MachineSpec`); nothing is
 provisioned when a launch file is evaluated. The deployment engine does that when the launch runs.
@@ -6,9 +6,11 @@ provisioned when a launch file is evaluated. The deployment engine does that whe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fogros_dist.spec import MachineSpec, OptionValue
 
-__all__ = ["Local", "Machine"]
+__all__ = ["AWS", "Local", "Machine", "SSHHost"]
 
 
 def Machine(name: str, *, provider: str, **options: OptionValue) -> MachineSpec:
@@ -20,3 +22,103 @@ def Local(name: str = "local", *, domain_id: int | None = None) -> MachineSpec:
     """Processes on this machine in their own ROS domain: the embedded default, no cloud needed."""
     options: dict[str, OptionValue] = {} if domain_id is None else {"domain_id": domain_id}
     return Machine(name, provider="local", **options)
+
+
+def AWS(
+    name: str = "aws",
+    *,
+    instance_type: str | None = None,
+    region: str | None = None,
+    spot: bool | None = None,
+    ami: str | None = None,
+    ami_name: str | None = None,
+    ami_owner: str | None = None,
+    profile: str | None = None,
+    user: str | None = None,
+    allowed_cidr: str | Sequence[str] | None = None,
+    robot_cidr: str | None = None,
+    ttl_minutes: int | None = None,
+    deadman_minutes: int | None = None,
+    disk_gb: int | None = None,
+    endpoint_url: str | None = None,
+    bridge_port: int | None = None,
+    remote_dir: str | None = None,
+) -> MachineSpec:
+    """An EC2 instance (on-demand or spot) that powers itself off when the robot goes silent.
+
+    Only the options given are recorded; the provider fills in the rest (see
+    ``fogros_dist.providers.aws.config.OPTIONS``) and checks them all when the deployment is planned.
+    ``allowed_cidr`` may be one CIDR, a comma-separated string or a list of CIDRs.
+    """
+    cidr = allowed_cidr if allowed_cidr is None or isinstance(allowed_cidr, str) else ",".join(allowed_cidr)
+    given: dict[str, OptionValue | None] = {
+        "instance_type": instance_type,
+        "region": region,
+        "spot": spot,
+        "ami": ami,
+        "ami_name": ami_name,
+        "ami_owner": ami_owner,
+        "profile": profile,
+        "user": user,
+        "allowed_cidr": cidr,
+        "robot_cidr": robot_cidr,
+        "ttl_minutes": ttl_minutes,
+        "deadman_minutes": deadman_minutes,
+        "disk_gb": disk_gb,
+        "endpoint_url": endpoint_url,
+        "bridge_port": bridge_port,
+        "remote_dir": remote_dir,
+    }
+    return Machine(name, provider="aws", **{k: v for k, v in given.items() if v is not None})
+
+
+def SSHHost(
+    name: str,
+    host: str | None = None,
+    *,
+    user: str | None = None,
+    port: int | None = None,
+    identity_file: str | None = None,
+    known_hosts: str | None = None,
+    trust_new_host: bool | None = None,
+    remote_dir: str | None = None,
+    python: str | None = None,
+    bridge_port: int | None = None,
+    ros_setup: str | None = None,
+    torch: bool | None = None,
+    **options: OptionValue,
+) -> MachineSpec:
+    """A machine reachable over SSH: a lab GPU server, an edge box (provider ``ssh``).
+
+    Args:
+        name: the machine's name in the deployment.
+        host: an alias from ``~/.ssh/config``, a host name or an address (default: ``name``).
+        user, port, identity_file: override the SSH config (defaults: config, then OpenSSH's).
+        known_hosts: the file host keys are checked against (default ``~/.ssh/known_hosts``).
+        trust_new_host: record an unknown host's key on first contact (default: refuse it; see
+            ``fogros-dist trust``). A changed key is always refused.
+        remote_dir: fogros_dist's directory on the host (default ``~/.fogros_dist``).
+        python: the host's interpreter for the runtime venv (default ``python3``; 3.10+).
+        bridge_port: the bridge's TCP port on the host (default 7447 if free, else any free one).
+        ros_setup: ``auto`` (the newest ``/opt/ros/*/setup.bash``), ``none``, or a path on the host.
+        torch: also install torch on the host (default false).
+        options: further provider options (``ssh_config``, ``domain_id``, ``sync``).
+
+    Returns:
+        The machine's spec; nothing is contacted until the deployment comes up.
+    """
+    given: dict[str, OptionValue | None] = {
+        "host": host or name,
+        "user": user,
+        "port": port,
+        "identity_file": identity_file,
+        "known_hosts": known_hosts,
+        "trust_new_host": trust_new_host,
+        "remote_dir": remote_dir,
+        "python": python,
+        "bridge_port": bridge_port,
+        "ros_setup": ros_setup,
+        "torch": torch,
+    }
+    chosen = {key: value for key, value in given.items() if value is not None}
+    return Machine(name, provider="ssh", **chosen, **options)

@@ -22,6 +22,8 @@ ENTRY_POINT_GROUP = "fogros_dist.providers"
 # name -> "module:Class"; the module is imported only when the provider is asked for.
 _BUILTIN: dict[str, str] = {
     "local": "fogros_dist.providers.local:LocalProvider",
+    "ssh": "fogros_dist.providers.ssh:SSHProvider",
+    "aws": "fogros_dist.providers.aws:AWSProvider",
 }
 
 

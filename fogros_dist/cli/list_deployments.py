@@ -1,50 +1,72 @@
-"""`fogros-dist list`: every recorded deployment, its machines, nodes and uptime."""
+"""`fogros-dist list [--region R ...]`: every deployment, its machines, nodes, uptime and cost so far.
+
+Recorded deployments come from this robot's state store, whatever their provider. With
+``--region R`` the AWS region is asked too, and fogros_dist instances running there that this robot
+has no record of are listed as ``untracked`` (another robot's, or left behind by a lost state).
+Costs are estimates from the provider's price table (its date is printed), never a bill.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from fogros_dist.cli.output import table
-from fogros_dist.deploy.state import StateStore
+from fogros_dist.deploy.state import DeploymentState, StateStore
+from fogros_dist.errors import FogError
 from fogros_dist.providers.local.process import process_alive
+from fogros_dist.registry import get_provider
+from fogros_dist.spec import MachineSpec
 
-__all__ = ["add_parser", "run"]
+__all__ = ["CostEstimator", "add_parser", "run"]
+
+
+class _Estimate(Protocol):
+    usd: float | None
+    note: str
+
+    def text(self) -> str: ...
+
+
+@runtime_checkable
+class CostEstimator(Protocol):
+    """A provider that can estimate what a machine has cost so far."""
+
+    def estimate_cost(self, machine: MachineSpec, *, seconds: float) -> _Estimate:
+        """The estimate after ``seconds`` of running."""
 
 
 def add_parser(sub: Any) -> None:
     """Register the verb."""
-    parser = sub.add_parser("list", help="list recorded deployments")
+    parser = sub.add_parser("list", help="list deployments (and fogros_dist instances in AWS regions)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        metavar="REGION",
+        help="also list fogros_dist instances in this AWS region that are not recorded here (repeatable)",
+    )
+    parser.add_argument("--profile", default="", help="AWS credentials profile for --region")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the deployments table (or JSON)."""
     states = StateStore().load_all()
-    rows: list[dict[str, Any]] = []
-    for state in states:
-        supervised = state.supervisor is not None and process_alive(state.supervisor)
-        rows.append(
-            {
-                "name": state.spec.name,
-                "status": state.status
-                if supervised or state.status == "failed"
-                else f"{state.status} (orphaned)",
-                "machines": [f"{h.machine}:{h.provider}@{h.address}" for h in state.hosts],
-                "nodes": [f"{n.name}@{n.machine}" for n in state.spec.nodes],
-                "uptime_s": round(time.time() - state.created_at, 1),
-            }
-        )
+    rows = [_recorded(state) for state in states]
+    if args.region:
+        recorded = {(s.spec.name, h.machine) for s in states for h in s.hosts if h.provider == "aws"}
+        rows += _untracked(args.region, profile=args.profile, recorded=recorded)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
         print("no deployments")
         return 0
-    headers = ("NAME", "STATUS", "MACHINES", "NODES", "UPTIME")
+    headers = ("NAME", "STATUS", "MACHINES", "NODES", "UPTIME", "COST")
     cells = [
         (
             str(r["name"]),
@@ -52,11 +74,88 @@ def run(args: argparse.Namespace) -> int:
             ", ".join(r["machines"]),
             ", ".join(r["nodes"]),
             _duration(r["uptime_s"]),
+            str(r["cost"]),
         )
         for r in rows
     ]
     print(table(headers, cells))
+    notes = sorted({note for r in rows for note in r["cost_notes"]})
+    for note in notes:
+        print(f"cost: {note}")
     return 0
+
+
+def _recorded(state: DeploymentState) -> dict[str, Any]:
+    supervised = state.supervisor is not None and process_alive(state.supervisor)
+    uptime = time.time() - state.created_at
+    total, notes = _cost(state, uptime)
+    return {
+        "name": state.spec.name,
+        "status": state.status if supervised or state.status == "failed" else f"{state.status} (orphaned)",
+        "machines": [f"{h.machine}:{h.provider}@{h.address}" for h in state.hosts],
+        "nodes": [f"{n.name}@{n.machine}" for n in state.spec.nodes],
+        "uptime_s": round(uptime, 1),
+        "cost": total,
+        "cost_notes": notes,
+    }
+
+
+def _cost(state: DeploymentState, seconds: float) -> tuple[str, list[str]]:
+    """The deployment's estimated cost so far ("-" when no machine costs anything known)."""
+    usd = 0.0
+    unknown = False
+    bounded = False
+    notes: list[str] = []
+    for host in state.hosts:
+        try:
+            machine = state.spec.machine(host.machine)
+            provider = get_provider(host.provider)
+        except FogError:
+            continue
+        if not isinstance(provider, CostEstimator):
+            continue
+        try:
+            estimate = provider.estimate_cost(machine, seconds=seconds)
+        except FogError:
+            unknown = True
+            continue
+        notes.append(f"{host.machine}: {estimate.note}")
+        if estimate.usd is None:
+            unknown = True
+        else:
+            usd += estimate.usd
+            bounded |= estimate.text().startswith("<=")
+    if not notes:
+        return "-", notes
+    text = f"{'<=' if bounded else ''}${usd:.2f}"
+    return (text + "+?" if unknown else text), notes
+
+
+def _untracked(regions: list[str], *, profile: str, recorded: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    # Imported here: the AWS SDK loads only when a region is asked.
+    from fogros_dist.providers.aws.fleet import cloud_machines
+    from fogros_dist.providers.aws.pricing import estimate_cost
+
+    rows = []
+    for found in cloud_machines(regions=regions, profile=profile):
+        if (found.deployment, found.machine) in recorded:
+            continue
+        uptime = time.time() - found.launch_time
+        estimate = estimate_cost(
+            instance_type=found.instance_type, region=found.region, seconds=uptime, spot=found.spot
+        )
+        rows.append(
+            {
+                "name": found.deployment,
+                "status": f"untracked ({found.state}, owner {found.owner or '?'})",
+                "machines": [f"{found.machine}:aws/{found.region}@{found.public_ip or found.instance_id}"],
+                "nodes": [],
+                "uptime_s": round(uptime, 1),
+                "cost": estimate.text(),
+                "cost_notes": [f"{found.machine} ({found.instance_id}): {estimate.note}"],
+            }
+        )
+    return rows
 
 
 def _duration(seconds: float) -> str:

@@ -237,7 +237,10 @@ class Deployment:
 
     def _start_bridges(self, plan: Plan) -> None:
         self._save(status="starting")
-        waiting: list[tuple[RunningProcess, Path]] = []
+        # A remote machine's stats file is written on that machine, out of the robot's sight. The
+        # robot bridge is only ready once every machine bridge's readiness token has reached it, so
+        # its file stands for theirs (None below); meanwhile they are watched for an early exit.
+        waiting: list[tuple[RunningProcess, Path | None]] = []
         connect = []
         for machine_plan in plan.machines:
             host = self._host(machine_plan.machine)
@@ -261,7 +264,7 @@ class Deployment:
             proc = self._start(
                 host, ProcessSpec(role="bridge", name="bridge", argv=provider.bridge_argv(host, remote_spec))
             )
-            waiting.append((proc, Path(run_spec.stats_path)))
+            waiting.append((proc, None if provider.capabilities.remote else Path(run_spec.stats_path)))
             connect.append(f"{self.spec.bridge.protocol}/{host.address}:{host.bridge_port}")
         robot_spec = BridgeRunSpec(
             deployment=self.spec.name,
@@ -289,9 +292,11 @@ class Deployment:
         )
         self._adopt(robot_proc)
         waiting.append((robot_proc, Path(robot_spec.stats_path)))
-        self._save(stats_paths=tuple((p.record.machine, str(path)) for p, path in waiting))
+        self._save(stats_paths=tuple((p.record.machine, str(path)) for p, path in waiting if path))
+        remote = [proc for proc, path in waiting if path is None]
         for proc, ready_file in waiting:
-            self._wait_ready(proc, ready_file)
+            if ready_file is not None:
+                self._wait_ready(proc, ready_file, remote)
         self._report("bridged", ROBOT, f"robot <-> {len(plan.machines)} machine(s) over Zenoh")
 
     def _start_node(self, node: NodeSpec) -> None:
@@ -318,16 +323,17 @@ class Deployment:
         if self._output is not None:
             proc.follow(self._output)
 
-    def _wait_ready(self, proc: RunningProcess, ready_file: Path) -> None:
+    def _wait_ready(self, proc: RunningProcess, ready_file: Path, watched: list[RunningProcess]) -> None:
         deadline = time.monotonic() + BRIDGE_READY_TIMEOUT_S
         while not ready_file.exists():
-            code = proc.poll()
-            if code is not None:
-                report = _exit_report(proc, code)
+            for candidate in (*watched, proc):
+                code = candidate.poll()
+                if code is None:
+                    continue
+                report = _exit_report(candidate, code)
                 tail = "; ".join(report.stderr_tail[-3:]) or "no stderr"
-                msg = (
-                    f"bridge on machine {proc.record.machine!r} failed to start: {report.describe()}: {tail}"
-                )
+                where = candidate.record.machine
+                msg = f"bridge on machine {where!r} failed to start: {report.describe()}: {tail}"
                 raise ProcessFailed(msg, exit_code=code, stderr_tail=report.stderr_tail)
             if time.monotonic() > deadline:
                 msg = (

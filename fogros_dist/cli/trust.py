@@ -1,0 +1,63 @@
+"""`fogros-dist trust HOST`: record an SSH host's key, after showing its fingerprint.
+
+fogros_dist never accepts an unknown host key on its own (FogROS2 auto-accepted every key). This
+verb is the explicit first contact: it connects (no login), prints the key's fingerprint, checks
+it against ``--fingerprint`` when given (compare with the host's console, or its cloud-init
+output), and appends it to the known_hosts file. A host whose recorded key differs is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fogros_dist.errors import ProvisionError
+from fogros_dist.remote.hostkeys import add_known_host, fetch_host_key
+from fogros_dist.remote.target import DEFAULT_KNOWN_HOSTS, DEFAULT_SSH_CONFIG, resolve_target
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> None:
+    """Register the verb."""
+    parser = sub.add_parser("trust", help="record an SSH host's key (shows its fingerprint first)")
+    parser.add_argument("host", help="an address, a host name or an alias from the SSH config")
+    parser.add_argument("--port", type=int, help="SSH port (default: the SSH config's, else 22)")
+    parser.add_argument("--user", help="the user you will log in as (only shown in the hint)")
+    parser.add_argument(
+        "--known-hosts",
+        default=DEFAULT_KNOWN_HOSTS,
+        help=f"file to record it in (default {DEFAULT_KNOWN_HOSTS})",
+    )
+    parser.add_argument("--ssh-config", default=DEFAULT_SSH_CONFIG, help="OpenSSH client config for aliases")
+    parser.add_argument("--fingerprint", help="refuse unless the key has this SHA256:... fingerprint")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fetch the key, show it, check it, record it."""
+    target = resolve_target(
+        machine=args.host,
+        host=args.host,
+        user=args.user,
+        port=args.port,
+        known_hosts=args.known_hosts,
+        ssh_config=args.ssh_config,
+    )
+    name = target.known_hosts_name
+    key = fetch_host_key(target.hostname, target.port)
+    print(f"{name} presents {key.describe()}")
+    if args.fingerprint and args.fingerprint != key.fingerprint:
+        msg = (
+            f"{name} presents {key.fingerprint}, not the expected {args.fingerprint}: not recorded; "
+            f"check the key on the host's console (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub)"
+        )
+        raise ProvisionError(msg)
+    if add_known_host(target.known_hosts, name=name, key=key):
+        print(f"recorded in {target.known_hosts}")
+    else:
+        print(f"already trusted in {target.known_hosts}")
+    hint = f", user={args.user!r}" if args.user else ""
+    port = f", port={target.port}" if target.port != 22 else ""
+    print(f"use it with: SSHHost('<name>', {args.host!r}{hint}{port})")
+    return 0

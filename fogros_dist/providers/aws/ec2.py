@@ -1,0 +1,930 @@
+"""EC2 for one machine: session and credentials, checks, key pair, security group, instance, teardown.
+
+Every AWS error is translated here, at the boundary, into one line that names the stage, the
+machine, the bad value and the fix (``raise ProvisionError(msg) from err``). boto3 is imported
+only when an :class:`Ec2` is made, so importing this module needs no AWS SDK.
+
+Everything fogros_dist creates carries the tags in :data:`TAG_KEYS`, so `down` and
+`down --all --region R` find it again, even with no local state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import difflib
+import functools
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fogros_dist.errors import ConfigError, MissingDependency, ProvisionError
+
+__all__ = [
+    "LIVE_STATES",
+    "NOT_GONE_STATES",
+    "TAG_CREATED",
+    "TAG_DEPLOYMENT",
+    "TAG_HOSTKEY",
+    "TAG_IMAGE_OF",
+    "TAG_KEYS",
+    "TAG_MACHINE",
+    "TAG_OWNER",
+    "TAG_TTL",
+    "Ec2",
+    "ImageInfo",
+    "Instance",
+    "InstanceTypeInfo",
+    "SweepReport",
+    "check_region",
+    "resource_name",
+    "translate_error",
+]
+
+TAG_DEPLOYMENT = "fogros_dist:deployment"
+TAG_MACHINE = "fogros_dist:machine"
+TAG_OWNER = "fogros_dist:owner"
+TAG_CREATED = "fogros_dist:created"
+TAG_TTL = "fogros_dist:ttl"
+# The machine's SSH host public key: a reused instance is verified like a new one.
+TAG_HOSTKEY = "fogros_dist:hostkey"
+TAG_KEYS = (TAG_DEPLOYMENT, TAG_MACHINE, TAG_OWNER, TAG_CREATED, TAG_TTL)
+# On images made by `fogros-dist image`: "deployment/machine" they were made from.
+TAG_IMAGE_OF = "fogros_dist:image-of"
+
+LIVE_STATES = ("pending", "running")
+# Every state but "terminated": what `down --all` still has to end.
+NOT_GONE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+WAIT_TIMEOUT_S = 600.0
+
+Progress = Callable[[str, str], None]
+
+
+def resource_name(*, deployment: str, machine: str) -> str:
+    """The name of a machine's key pair and security group (and its Name tag)."""
+    return f"fogros_dist-{deployment}-{machine}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceTypeInfo:
+    """What an instance type offers, from DescribeInstanceTypes."""
+
+    name: str
+    vcpus: int
+    memory_mib: int
+    # (manufacturer and model, count, memory per GPU in MiB)
+    gpus: tuple[tuple[str, int, int], ...]
+    architectures: tuple[str, ...]
+
+    def describe(self) -> str:
+        """E.g. ``g5.xlarge: 4 vCPU, 16 GiB, 1x NVIDIA A10G (22 GiB)``."""
+        parts = [f"{self.vcpus} vCPU", f"{self.memory_mib / 1024:g} GiB"]
+        parts += [f"{count}x {model} ({mem / 1024:.0f} GiB)" for model, count, mem in self.gpus]
+        if not self.gpus:
+            parts.append("no GPU")
+        return f"{self.name}: {', '.join(parts)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInfo:
+    """An AMI, as far as launching it is concerned."""
+
+    image_id: str
+    name: str
+    owner: str
+    architecture: str
+    root_device: str
+    root_size_gb: int
+    created: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Instance:
+    """One EC2 instance as DescribeInstances reports it."""
+
+    instance_id: str
+    state: str
+    instance_type: str
+    public_ip: str
+    private_ip: str
+    spot: bool
+    launch_time: float
+    tags: tuple[tuple[str, str], ...]
+
+    def tag(self, key: str) -> str:
+        """The value of tag ``key``, or ''."""
+        return dict(self.tags).get(key, "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepReport:
+    """What `down --all --region R` removed in one region."""
+
+    region: str
+    instances: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    key_pairs: tuple[str, ...]
+    volumes: tuple[str, ...]
+    spot_requests: tuple[str, ...]
+    errors: tuple[str, ...]
+
+
+def _boto() -> tuple[Any, Any]:
+    try:
+        import boto3
+        import botocore.exceptions
+    except ImportError as err:
+        msg = "provider 'aws' needs the Python package 'boto3': pip install boto3"
+        raise MissingDependency(msg) from err
+    return boto3, botocore.exceptions
+
+
+@functools.cache
+def _data_loader() -> Any:
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
+
+
+def _botocore_session() -> Any:
+    """A fresh botocore session (credentials and config are read anew) sharing one data loader,
+    so EC2's large service model is parsed once per process, not once per client."""
+    import botocore.session
+
+    session = botocore.session.Session()
+    session.register_component("data_loader", _data_loader())
+    return session
+
+
+@functools.cache
+def _known_regions() -> list[str]:
+    import botocore.session
+
+    session = botocore.session.get_session()
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("ec2", partition_name=partition))
+    return sorted(regions)
+
+
+@functools.cache
+def _known_instance_types() -> list[str]:
+    import botocore.session
+
+    shape = botocore.session.get_session().get_service_model("ec2").shape_for("InstanceType")
+    return list(shape.enum)
+
+
+def check_region(region: str, *, where: str) -> None:
+    """Reject a region that botocore does not know (offline: botocore's endpoint data).
+
+    Raises:
+        ConfigError: naming the region and the closest known ones.
+    """
+    _boto()
+    known = _known_regions()
+    if region in known:
+        return
+    close = difflib.get_close_matches(region, known, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    msg = (
+        f"{where}: region {region!r} is not an AWS region: {hint}"
+        f"(list them with 'aws ec2 describe-regions'; a region newer than this boto3 needs a newer boto3)"
+    )
+    raise ConfigError(msg)
+
+
+def translate_error(
+    *, code: str, message: str, operation: str, stage: str, machine: str, region: str, instance_type: str = ""
+) -> str:
+    """One line for an EC2 error code: what went wrong, at which stage, on which machine, the fix.
+
+    A pure function, so the capacity and quota translations are tested without AWS producing them.
+    """
+    where = f"aws machine {machine!r}, stage {stage}"
+    family = instance_type.split(".", maxsplit=1)[0] if instance_type else "this"
+    if code in ("InvalidInstanceType", "InvalidInstanceType.NotFound") or (
+        code == "InvalidParameterValue" and "instance type" in message.lower()
+    ):
+        close = difflib.get_close_matches(instance_type, _known_instance_types(), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        return (
+            f"{where}: instance type {instance_type!r} does not exist in {region}: {hint}"
+            f"(list them with 'aws ec2 describe-instance-types --region {region}')"
+        )
+    if code == "InsufficientInstanceCapacity":
+        return (
+            f"{where}: AWS has no {instance_type} capacity in {region} right now: retry later, "
+            f"or use another region or instance type (spot capacity differs from on-demand)"
+        )
+    if code == "VcpuLimitExceeded":
+        return (
+            f"{where}: your vCPU quota for {family} instances in {region} is too low for {instance_type}: "
+            f"request an increase in the Service Quotas console (EC2, 'Running On-Demand' or 'All Spot' "
+            f"instance requests for that family), or pick a smaller instance type"
+        )
+    if code == "MaxSpotInstanceCountExceeded":
+        return (
+            f"{where}: the account's spot instance limit in {region} is reached: set spot = false, end other "
+            f"spot instances, or request a higher 'All Spot Instance Requests' quota in Service Quotas"
+        )
+    if code == "InstanceLimitExceeded":
+        return (
+            f"{where}: the account's instance limit for {instance_type} in {region} is reached: end other "
+            f"instances or request a higher quota in Service Quotas"
+        )
+    if code == "SpotMaxPriceTooLow":
+        return f"{where}: the spot price of {instance_type} in {region} is above the limit: set spot = false"
+    if code == "Unsupported":
+        return (
+            f"{where}: {instance_type} (or this request) is not supported in {region} ({message}): "
+            f"pick another region or instance type"
+        )
+    if code.startswith(("InvalidAMIID", "InvalidAMIName")):
+        return (
+            f"{where}: {message.rstrip('.')} in {region}: AMI ids differ per region; use the id from "
+            f"'aws ec2 describe-images --region {region}', or option ami_name"
+        )
+    if code == "OptInRequired":
+        return (
+            f"{where}: region {region} is not enabled for this account: "
+            f"enable it in the AWS console's account settings"
+        )
+    if code in (
+        "AuthFailure",
+        "UnauthorizedOperation",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "RequestExpired",
+        "ExpiredToken",
+    ):
+        return (
+            f"{where}: AWS refused {operation} ({code}): check the credentials and their permissions "
+            f"('aws sts get-caller-identity'; 'aws configure' or AWS_PROFILE selects them)"
+        )
+    return (
+        f"{where}: {operation} failed ({code}: {message}): fix it in the AWS console, or retry with --debug"
+    )
+
+
+class Ec2:
+    """An EC2 client for one region and one machine, translating every error to one line.
+
+    Args:
+        region: AWS region; "" takes the profile's (or AWS_DEFAULT_REGION).
+        profile: credentials profile; "" uses AWS_PROFILE or the default chain.
+        endpoint_url: EC2 endpoint (moto in tests); "" uses AWS_ENDPOINT_URL or AWS itself.
+        machine: the machine name errors are reported for.
+        stage: the stage errors while connecting are reported for.
+
+    Raises:
+        MissingDependency: boto3 is not installed.
+        ConfigError: unknown profile or region, or no region configured.
+        ProvisionError: no credentials.
+    """
+
+    def __init__(
+        self,
+        *,
+        region: str = "",
+        profile: str = "",
+        endpoint_url: str = "",
+        machine: str = "",
+        stage: str = "requesting",
+    ) -> None:
+        boto3, exceptions = _boto()
+        self._errors = exceptions
+        self.machine = machine
+        where = f"aws machine {machine!r}, stage {stage}" if machine else f"aws, stage {stage}"
+        try:
+            session = boto3.Session(
+                profile_name=profile or None, region_name=region or None, botocore_session=_botocore_session()
+            )
+            # Reading the region or the credentials reads the profile: an unknown one fails here.
+            self.region: str = session.region_name or ""
+            credentials = session.get_credentials()
+        except exceptions.ProfileNotFound as err:
+            available = ", ".join(boto3.Session().available_profiles) or "none"
+            msg = (
+                f"{where}: AWS profile {profile or os.environ.get('AWS_PROFILE', '')!r} does not exist "
+                f"(known: {available}): create it with 'aws configure --profile NAME', or set option "
+                f"profile / AWS_PROFILE to a known one"
+            )
+            raise ConfigError(msg) from err
+        if not self.region:
+            msg = (
+                f"{where}: no AWS region is set: set machine option region (e.g. 'us-west-2'), "
+                f"AWS_DEFAULT_REGION, or 'aws configure set region us-west-2'"
+            )
+            raise ConfigError(msg)
+        check_region(self.region, where=where)
+        self.profile = profile or session.profile_name or ""
+        if credentials is None:
+            named = f"profile {profile!r}" if profile else "the default credential chain"
+            msg = (
+                f"{where}: no AWS credentials found ({named}): run 'aws configure' "
+                f"(or 'aws configure --profile NAME' and set AWS_PROFILE=NAME)"
+            )
+            raise ProvisionError(msg)
+        from botocore.config import Config
+
+        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
+        self.client: Any = session.client(
+            "ec2",
+            endpoint_url=self.endpoint_url or None,
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60
+            ),
+        )
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    def call(self, stage: str, operation: str, *, instance_type: str = "", **kwargs: Any) -> dict[str, Any]:
+        """Call EC2 ``operation``; any failure becomes a one-line ProvisionError for ``stage``."""
+        where = f"aws machine {self.machine!r}, stage {stage}"
+        try:
+            result: dict[str, Any] = getattr(self.client, operation)(**kwargs)
+        except self._errors.ClientError as err:
+            error = err.response.get("Error", {})
+            msg = translate_error(
+                code=str(error.get("Code", "")),
+                message=str(error.get("Message", "")),
+                operation=operation,
+                stage=stage,
+                machine=self.machine,
+                region=self.region,
+                instance_type=instance_type,
+            )
+            raise ProvisionError(msg) from err
+        except (self._errors.NoCredentialsError, self._errors.PartialCredentialsError) as err:
+            msg = (
+                f"{where}: AWS credentials are missing or incomplete ({err}): "
+                f"run 'aws configure' or set AWS_PROFILE"
+            )
+            raise ProvisionError(msg) from err
+        except self._errors.EndpointConnectionError as err:
+            msg = f"{where}: cannot reach the EC2 API ({err}): check the network, the region and endpoint_url"
+            raise ProvisionError(msg) from err
+        except self._errors.BotoCoreError as err:
+            msg = f"{where}: {operation} failed ({err}): retry, or run with --debug"
+            raise ProvisionError(msg) from err
+        return result
+
+    def _pages(self, stage: str, operation: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            page = self.call(stage, operation, **kwargs, **({"NextToken": token} if token else {}))
+            items += page.get(key, [])
+            token = page.get("NextToken", "")
+            if not token:
+                return items
+
+    # -- checks ------------------------------------------------------------------------------------
+
+    def instance_type(self, name: str, *, stage: str = "requesting") -> InstanceTypeInfo:
+        """Describe ``name`` in this region; unknown types fail with close names."""
+        data = self.call(stage, "describe_instance_types", instance_type=name, InstanceTypes=[name])
+        found = data.get("InstanceTypes", [])
+        if not found:
+            msg = translate_error(
+                code="InvalidInstanceType",
+                message="",
+                operation="describe_instance_types",
+                stage=stage,
+                machine=self.machine,
+                region=self.region,
+                instance_type=name,
+            )
+            raise ProvisionError(msg)
+        info = found[0]
+        gpus = tuple(
+            (
+                f"{gpu.get('Manufacturer', '')} {gpu.get('Name', '')}".strip(),
+                int(gpu.get("Count", 0)),
+                int(gpu.get("MemoryInfo", {}).get("SizeInMiB", 0)),
+            )
+            for gpu in info.get("GpuInfo", {}).get("Gpus", [])
+        )
+        return InstanceTypeInfo(
+            name=name,
+            vcpus=int(info.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
+            memory_mib=int(info.get("MemoryInfo", {}).get("SizeInMiB", 0)),
+            gpus=gpus,
+            architectures=tuple(info.get("ProcessorInfo", {}).get("SupportedArchitectures", ("x86_64",))),
+        )
+
+    def image_by_id(self, image_id: str, *, stage: str = "requesting") -> ImageInfo:
+        """Describe AMI ``image_id`` in this region."""
+        images = self.call(stage, "describe_images", ImageIds=[image_id]).get("Images", [])
+        if not images:
+            msg = (
+                f"aws machine {self.machine!r}, stage {stage}: AMI {image_id!r} does not exist in "
+                f"{self.region}: AMI ids differ per region; use the id from 'aws ec2 describe-images "
+                f"--region {self.region}', or option ami_name"
+            )
+            raise ProvisionError(msg)
+        return _image(images[0])
+
+    def image_by_name(
+        self, pattern: str, *, owner: str, architecture: str = "", stage: str = "requesting"
+    ) -> ImageInfo:
+        """The newest available AMI (by CreationDate) whose name matches ``pattern`` ('*' wildcards)."""
+        filters = [
+            {"Name": "name", "Values": [pattern]},
+            {"Name": "state", "Values": ["available"]},
+        ]
+        if architecture:
+            filters.append({"Name": "architecture", "Values": [architecture]})
+        images = self.call(stage, "describe_images", Owners=[owner], Filters=filters).get("Images", [])
+        if not images:
+            arch = f" for {architecture}" if architecture else ""
+            close = self._close_image_names(pattern, owner, stage)
+            msg = (
+                f"aws machine {self.machine!r}, stage {stage}: no available AMI named {pattern!r}{arch} "
+                f"owned by {owner!r} in {self.region}{close}: check the name ('*' matches anything) "
+                f"and ami_owner, or set ami to an AMI id"
+            )
+            raise ProvisionError(msg)
+        newest = max(
+            images, key=lambda image: (str(image.get("CreationDate", "")), str(image.get("Name", "")))
+        )
+        return _image(newest)
+
+    def _close_image_names(self, pattern: str, owner: str, stage: str) -> str:
+        if owner != "self":
+            # Public owners (Canonical, Amazon) have thousands of images: no listing just for a hint.
+            return ""
+        names = [
+            str(image.get("Name", ""))
+            for image in self.call(stage, "describe_images", Owners=["self"]).get("Images", [])
+        ]
+        close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.5)
+        return f" (close: {', '.join(close)})" if close else ""
+
+    # -- key pair ----------------------------------------------------------------------------------
+
+    def key_pair_exists(self, name: str, *, stage: str = "requesting") -> bool:
+        """Whether a key pair called ``name`` exists in this region."""
+        found = self.call(stage, "describe_key_pairs", Filters=[{"Name": "key-name", "Values": [name]}])
+        return bool(found.get("KeyPairs"))
+
+    def create_key_pair(
+        self, name: str, *, tags: dict[str, str], key_file: Path, stage: str = "requesting"
+    ) -> None:
+        """Create key pair ``name`` and store its private key in ``key_file`` (0600, never printed)."""
+        created = self.call(
+            stage,
+            "create_key_pair",
+            KeyName=name,
+            KeyType="ed25519",
+            KeyFormat="pem",
+            TagSpecifications=[_tag_spec("key-pair", tags)],
+        )
+        _write_private(key_file, str(created["KeyMaterial"]))
+
+    def delete_key_pair(self, name: str, *, stage: str = "terminating") -> None:
+        """Delete key pair ``name`` (no error if it is already gone)."""
+        self.call(stage, "delete_key_pair", KeyName=name)
+
+    # -- security group ----------------------------------------------------------------------------
+
+    def default_vpc(self, *, stage: str = "requesting") -> str:
+        """The region's default VPC id; a one-line fix if the account has none."""
+        vpcs = self.call(stage, "describe_vpcs", Filters=[{"Name": "is-default", "Values": ["true"]}]).get(
+            "Vpcs", []
+        )
+        if not vpcs:
+            msg = (
+                f"aws machine {self.machine!r}, stage {stage}: region {self.region} has no default VPC: "
+                f"create one with 'aws ec2 create-default-vpc --region {self.region}'"
+            )
+            raise ProvisionError(msg)
+        return str(vpcs[0]["VpcId"])
+
+    def ensure_security_group(
+        self,
+        name: str,
+        *,
+        tags: dict[str, str],
+        cidrs: Sequence[str],
+        ports: Sequence[int],
+        stage: str = "requesting",
+    ) -> str:
+        """Create (or reconcile) security group ``name``: TCP ``ports`` from ``cidrs`` only.
+
+        An existing group's inbound rules are made exactly these (the robot's address may have
+        changed since the last `up`). Outbound stays AWS's default (all), for installs.
+        Returns the group id.
+        """
+        vpc = self.default_vpc(stage=stage)
+        groups = self.call(
+            stage,
+            "describe_security_groups",
+            Filters=[{"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc]}],
+        ).get("SecurityGroups", [])
+        if groups:
+            group_id = str(groups[0]["GroupId"])
+            have = _rules(groups[0].get("IpPermissions", []))
+        else:
+            group_id = str(
+                self.call(
+                    stage,
+                    "create_security_group",
+                    GroupName=name,
+                    Description="fogros_dist: SSH and the bridge port, from the robot only",
+                    VpcId=vpc,
+                    TagSpecifications=[_tag_spec("security-group", tags)],
+                )["GroupId"]
+            )
+            have = set()
+        want = {("tcp", port, port, cidr) for port in ports for cidr in cidrs}
+        if have - want:
+            self.call(
+                stage,
+                "revoke_security_group_ingress",
+                GroupId=group_id,
+                IpPermissions=_permissions(have - want, describe=False),
+            )
+        if want - have:
+            self.call(
+                stage,
+                "authorize_security_group_ingress",
+                GroupId=group_id,
+                IpPermissions=_permissions(want - have),
+            )
+        return group_id
+
+    def security_group_id(self, name: str, *, stage: str = "terminating") -> str:
+        """The id of security group ``name`` in any VPC of the region, or ''."""
+        groups = self.call(
+            stage, "describe_security_groups", Filters=[{"Name": "group-name", "Values": [name]}]
+        ).get("SecurityGroups", [])
+        return str(groups[0]["GroupId"]) if groups else ""
+
+    def delete_security_group(
+        self, group_id: str, *, stage: str = "terminating", timeout: float = 300.0
+    ) -> None:
+        """Delete a security group, waiting out DependencyViolation while instances detach."""
+        for _ in _polls(timeout):
+            try:
+                self.client.delete_security_group(GroupId=group_id)
+            except self._errors.ClientError as err:
+                code = err.response.get("Error", {}).get("Code", "")
+                if code == "InvalidGroup.NotFound":
+                    return
+                if code == "DependencyViolation":
+                    continue
+                self.call(stage, "delete_security_group", GroupId=group_id)  # re-raise, translated
+            return
+        msg = (
+            f"aws machine {self.machine!r}, stage {stage}: security group {group_id} is still in use after "
+            f"{timeout:.0f} s: delete it with 'aws ec2 delete-security-group --region {self.region} "
+            f"--group-id {group_id}' once its instances are gone"
+        )
+        raise ProvisionError(msg)
+
+    # -- instances ---------------------------------------------------------------------------------
+
+    def find_instances(
+        self,
+        *,
+        deployment: str = "",
+        machine: str = "",
+        states: Sequence[str] = LIVE_STATES,
+        stage: str = "requesting",
+    ) -> list[Instance]:
+        """Instances tagged for ``deployment``/``machine`` (any fogros_dist instance if both are '')."""
+        filters = [{"Name": "instance-state-name", "Values": list(states)}]
+        if deployment:
+            filters.append({"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment]})
+        else:
+            filters.append({"Name": "tag-key", "Values": [TAG_DEPLOYMENT]})
+        if machine:
+            filters.append({"Name": f"tag:{TAG_MACHINE}", "Values": [machine]})
+        reservations = self._pages(stage, "describe_instances", "Reservations", Filters=filters)
+        found = [_instance(item) for reservation in reservations for item in reservation.get("Instances", [])]
+        return sorted(found, key=lambda instance: instance.launch_time)
+
+    def describe_instance(self, instance_id: str, *, stage: str) -> Instance:
+        """The current state of one instance."""
+        reservations = self.call(stage, "describe_instances", InstanceIds=[instance_id]).get(
+            "Reservations", []
+        )
+        items = [item for reservation in reservations for item in reservation.get("Instances", [])]
+        if not items:
+            msg = (
+                f"aws machine {self.machine!r}, stage {stage}: instance {instance_id} has disappeared: "
+                f"run 'up' again"
+            )
+            raise ProvisionError(msg)
+        return _instance(items[0])
+
+    def run_instance(
+        self,
+        *,
+        image: ImageInfo,
+        instance_type: str,
+        key_name: str,
+        group_id: str,
+        user_data: str,
+        disk_gb: int,
+        spot: bool,
+        tags: dict[str, str],
+        stage: str = "requesting",
+    ) -> Instance:
+        """Launch one instance that terminates itself when it powers off (the dead-man switch)."""
+        if disk_gb < image.root_size_gb:
+            msg = (
+                f"aws machine {self.machine!r}, stage {stage}: disk_gb {disk_gb} is smaller than the "
+                f"{image.root_size_gb} GiB image {image.image_id}: set disk_gb >= {image.root_size_gb}"
+            )
+            raise ProvisionError(msg)
+        resource_tags = [_tag_spec("instance", tags), _tag_spec("volume", tags)]
+        kwargs: dict[str, Any] = {}
+        if spot:
+            resource_tags.append(_tag_spec("spot-instances-request", tags))
+            kwargs["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+            }
+        reply = self.call(
+            stage,
+            "run_instances",
+            instance_type=instance_type,
+            ImageId=image.image_id,
+            InstanceType=instance_type,
+            MinCount=1,
+            MaxCount=1,
+            KeyName=key_name,
+            SecurityGroupIds=[group_id],
+            UserData=user_data,
+            InstanceInitiatedShutdownBehavior="terminate",
+            BlockDeviceMappings=[
+                {
+                    "DeviceName": image.root_device,
+                    # DeleteOnTermination: a terminated machine must leave no volume billing behind.
+                    "Ebs": {"VolumeSize": disk_gb, "VolumeType": "gp3", "DeleteOnTermination": True},
+                }
+            ],
+            TagSpecifications=resource_tags,
+            MetadataOptions={"HttpTokens": "required"},
+            **kwargs,
+        )
+        return _instance(reply["Instances"][0])
+
+    def wait_state(
+        self,
+        instance_id: str,
+        *,
+        want: str,
+        stage: str,
+        timeout: float = WAIT_TIMEOUT_S,
+        on_change: Callable[[Instance], None] | None = None,
+    ) -> Instance:
+        """Poll until the instance is in state ``want``; report each state change."""
+        seen = ""
+        for _ in _polls(timeout):
+            instance = self.describe_instance(instance_id, stage=stage)
+            if instance.state != seen and on_change is not None:
+                on_change(instance)
+            seen = instance.state
+            if instance.state == want:
+                return instance
+            if want != "terminated" and instance.state in ("shutting-down", "terminated", "stopped"):
+                msg = (
+                    f"aws machine {self.machine!r}, stage {stage}: instance {instance_id} went to "
+                    f"{instance.state} instead of {want} (spot interruption, or the image failed to boot): "
+                    f"see 'aws ec2 get-console-output --region {self.region} --instance-id {instance_id}'"
+                )
+                raise ProvisionError(msg)
+        msg = (
+            f"aws machine {self.machine!r}, stage {stage}: instance {instance_id} is still {seen} after "
+            f"{timeout:.0f} s: check it in the AWS console, then run 'up' again (it is reused) or 'down'"
+        )
+        raise ProvisionError(msg)
+
+    def terminate(
+        self, instance_ids: Sequence[str], *, stage: str = "terminating", timeout: float = WAIT_TIMEOUT_S
+    ) -> None:
+        """Terminate the instances and wait until each is terminated."""
+        if not instance_ids:
+            return
+        self.call(stage, "terminate_instances", InstanceIds=list(instance_ids))
+        for instance_id in instance_ids:
+            self.wait_state(instance_id, want="terminated", stage=stage, timeout=timeout)
+
+    def create_image(
+        self,
+        instance_id: str,
+        *,
+        name: str,
+        tags: dict[str, str],
+        reboot: bool = False,
+        stage: str = "imaging",
+        timeout: float = 3600.0,
+    ) -> str:
+        """Make an AMI of a running instance, wait until it is available, return its id.
+
+        Without ``reboot`` the instance keeps running (its nodes too); AWS then cannot promise a
+        consistent file system for files being written at that moment.
+        """
+        image_id = str(
+            self.call(
+                stage,
+                "create_image",
+                InstanceId=instance_id,
+                Name=name,
+                Description=f"fogros_dist image of {tags.get(TAG_IMAGE_OF, '')}",
+                NoReboot=not reboot,
+                TagSpecifications=[_tag_spec("image", tags)],
+            )["ImageId"]
+        )
+        state = ""
+        for _ in _polls(timeout, longest=15.0):
+            images = self.call(stage, "describe_images", ImageIds=[image_id]).get("Images", [])
+            state = str(images[0].get("State", "")) if images else "missing"
+            if state == "available":
+                # Its snapshots are billed too: tag them, so they are found by the same tags.
+                snapshots = [
+                    str(m["Ebs"]["SnapshotId"])
+                    for m in images[0].get("BlockDeviceMappings", [])
+                    if m.get("Ebs", {}).get("SnapshotId")
+                ]
+                if snapshots:
+                    self.call(
+                        stage, "create_tags", Resources=snapshots, Tags=_tag_spec("snapshot", tags)["Tags"]
+                    )
+                return image_id
+            if state in ("failed", "invalid", "deregistered", "missing"):
+                msg = (
+                    f"aws machine {self.machine!r}, stage {stage}: image {image_id} ({name}) is {state}: "
+                    f"see the AWS console"
+                )
+                raise ProvisionError(msg)
+        msg = (
+            f"aws machine {self.machine!r}, stage {stage}: image {image_id} ({name}) is still {state} after "
+            f"{timeout:.0f} s: it keeps going; check with 'aws ec2 describe-images --image-ids {image_id}'"
+        )
+        raise ProvisionError(msg)
+
+    # -- everything tagged -------------------------------------------------------------------------
+
+    def sweep(self, *, on_removed: Callable[[str, str], None] | None = None) -> SweepReport:
+        """Remove every fogros_dist-tagged instance, spot request, security group, key pair and
+        loose volume in this region, whatever deployment made it (`down --all --region R`)."""
+        stage = "sweeping"
+        tagged = [{"Name": "tag-key", "Values": [TAG_DEPLOYMENT]}]
+        removed = on_removed or (lambda _kind, _name: None)
+        errors: list[str] = []
+        instances = self.find_instances(states=NOT_GONE_STATES, stage=stage)
+        with _collect(errors):
+            self.terminate([i.instance_id for i in instances], stage=stage)
+            for instance in instances:
+                removed("instance", instance.instance_id)
+        requests = self.call(
+            stage,
+            "describe_spot_instance_requests",
+            Filters=[*tagged, {"Name": "state", "Values": ["open", "active"]}],
+        ).get("SpotInstanceRequests", [])
+        request_ids = [str(r["SpotInstanceRequestId"]) for r in requests]
+        if request_ids:
+            with _collect(errors):
+                self.call(stage, "cancel_spot_instance_requests", SpotInstanceRequestIds=request_ids)
+                for request_id in request_ids:
+                    removed("spot request", request_id)
+        groups = self.call(stage, "describe_security_groups", Filters=tagged).get("SecurityGroups", [])
+        for group in groups:
+            with _collect(errors):
+                self.delete_security_group(str(group["GroupId"]), stage=stage)
+                removed("security group", f"{group['GroupId']} ({group.get('GroupName', '')})")
+        keys = self.call(stage, "describe_key_pairs", Filters=tagged).get("KeyPairs", [])
+        for key in keys:
+            with _collect(errors):
+                self.delete_key_pair(str(key["KeyName"]), stage=stage)
+                removed("key pair", str(key["KeyName"]))
+        volumes = self.call(
+            stage, "describe_volumes", Filters=[*tagged, {"Name": "status", "Values": ["available"]}]
+        ).get("Volumes", [])
+        for volume in volumes:
+            with _collect(errors):
+                self.call(stage, "delete_volume", VolumeId=volume["VolumeId"])
+                removed("volume", str(volume["VolumeId"]))
+        return SweepReport(
+            region=self.region,
+            instances=tuple(i.instance_id for i in instances),
+            security_groups=tuple(str(g["GroupId"]) for g in groups),
+            key_pairs=tuple(str(k["KeyName"]) for k in keys),
+            volumes=tuple(str(v["VolumeId"]) for v in volumes),
+            spot_requests=tuple(request_ids),
+            errors=tuple(errors),
+        )
+
+    def tagged_key_pairs(self, *, stage: str = "sweeping") -> list[tuple[str, dict[str, str]]]:
+        """Every fogros_dist key pair in the region: (name, tags)."""
+        keys = self.call(
+            stage, "describe_key_pairs", Filters=[{"Name": "tag-key", "Values": [TAG_DEPLOYMENT]}]
+        )
+        return [
+            (str(k["KeyName"]), {str(t["Key"]): str(t["Value"]) for t in k.get("Tags", [])})
+            for k in keys.get("KeyPairs", [])
+        ]
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _collect(errors: list[str]) -> Iterator[None]:
+    # A sweep keeps going past one failure; each failure is reported at the end.
+    try:
+        yield
+    except ProvisionError as err:
+        errors.append(str(err))
+
+
+def _polls(timeout: float, *, longest: float = 5.0) -> Iterator[int]:
+    """Yield until ``timeout`` passes, sleeping between yields: quick at first, then every few seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    attempt = 0
+    while True:
+        yield attempt
+        attempt += 1
+        if time.monotonic() + delay > deadline:
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, longest)
+
+
+def _tag_spec(resource_type: str, tags: dict[str, str]) -> dict[str, Any]:
+    return {"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]}
+
+
+def _rules(permissions: Sequence[dict[str, Any]]) -> set[tuple[str, int, int, str]]:
+    """Inbound rules as (protocol, from port, to port, CIDR); a range added by hand stays one rule."""
+    rules: set[tuple[str, int, int, str]] = set()
+    for permission in permissions:
+        protocol = str(permission.get("IpProtocol", ""))
+        low, high = int(permission.get("FromPort", -1)), int(permission.get("ToPort", -1))
+        ranges = [r["CidrIp"] for r in permission.get("IpRanges", [])]
+        ranges += [r["CidrIpv6"] for r in permission.get("Ipv6Ranges", [])]
+        rules.update((protocol, low, high, str(cidr)) for cidr in ranges)
+    return rules
+
+
+def _permissions(rules: set[tuple[str, int, int, str]], *, describe: bool = True) -> list[dict[str, Any]]:
+    permissions = []
+    for protocol, low, high, cidr in sorted(rules):
+        entry: dict[str, Any] = {"IpProtocol": protocol, "FromPort": low, "ToPort": high}
+        ip_range: dict[str, str] = {"CidrIpv6" if ":" in cidr else "CidrIp": cidr}
+        if describe:
+            ip_range["Description"] = "fogros_dist robot"
+        entry["Ipv6Ranges" if ":" in cidr else "IpRanges"] = [ip_range]
+        permissions.append(entry)
+    return permissions
+
+
+def _image(data: dict[str, Any]) -> ImageInfo:
+    root = str(data.get("RootDeviceName", "/dev/sda1"))
+    size = 0
+    for mapping in data.get("BlockDeviceMappings", []):
+        if mapping.get("DeviceName") == root:
+            size = int(mapping.get("Ebs", {}).get("VolumeSize", 0))
+    return ImageInfo(
+        image_id=str(data["ImageId"]),
+        name=str(data.get("Name", "")),
+        owner=str(data.get("OwnerId", "")),
+        architecture=str(data.get("Architecture", "x86_64")),
+        root_device=root,
+        root_size_gb=size,
+        created=str(data.get("CreationDate", "")),
+    )
+
+
+def _instance(data: dict[str, Any]) -> Instance:
+    launched = data.get("LaunchTime")
+    return Instance(
+        instance_id=str(data["InstanceId"]),
+        state=str(data.get("State", {}).get("Name", "")),
+        instance_type=str(data.get("InstanceType", "")),
+        public_ip=str(data.get("PublicIpAddress", "")),
+        private_ip=str(data.get("PrivateIpAddress", "")),
+        spot=data.get("InstanceLifecycle") == "spot",
+        launch_time=launched.timestamp() if isinstance(launched, dt.datetime) else time.time(),
+        tags=tuple(sorted((str(t["Key"]), str(t["Value"])) for t in data.get("Tags", []))),
+    )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a private key readable only by this user, without a moment of wider permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,525 @@
+"""The AWS provider: an EC2 instance per machine, then the SSH layer for everything on it.
+
+``create`` has two halves. :meth:`AWSProvider.launch` is the EC2 part (checks, key pair, security
+group, instance, known host); :meth:`AWSProvider.connect` hands the running instance to the SSH
+provider, which waits for SSH and does what every remote machine needs. ``prepare``,
+``resolve_node``, ``bridge_argv``, ``upload``, ``start`` and ``attach`` are the SSH provider's.
+``terminate`` ends the instance and deletes the key pair and security group it made.
+
+A machine's AWS coordinates travel in its :class:`~fogros_dist.spec.Host` (under the SSH layer's
+connection keys, which are never passed to processes, as
+``aws://REGION/INSTANCE?deployment=..&machine=..&profile=..&endpoint=..``), so `down` in another
+process, after a crash, finds everything again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import getpass
+import logging
+import os
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from fogros_dist.errors import FogError, ProvisionError
+from fogros_dist.providers.aws import config as aws_config
+from fogros_dist.providers.aws.config import (
+    CANONICAL_OWNER,
+    DEFAULT_AMI_NAMES,
+    AwsOptions,
+    key_paths,
+    parse_options,
+)
+from fogros_dist.providers.aws.deadman import HEARTBEAT, DeadmanConfig, heartbeat_command
+from fogros_dist.providers.aws.ec2 import (
+    NOT_GONE_STATES,
+    TAG_CREATED,
+    TAG_DEPLOYMENT,
+    TAG_HOSTKEY,
+    TAG_IMAGE_OF,
+    TAG_MACHINE,
+    TAG_OWNER,
+    TAG_TTL,
+    Ec2,
+    ImageInfo,
+    check_region,
+    resource_name,
+)
+from fogros_dist.providers.aws.heartbeat import Heartbeat
+from fogros_dist.providers.aws.images import ImageRecord, find_image, record_image
+from fogros_dist.providers.aws.pricing import CostEstimate, estimate_cost
+from fogros_dist.providers.aws.userdata import generate_host_key, known_hosts_line, user_data
+from fogros_dist.providers.base import Capabilities, ProcessSpec, Provider, ProvisionContext
+from fogros_dist.remote.machine import ENV_PREFIX, RemoteMachines, RemoteSettings
+from fogros_dist.remote.process import RemoteProcess
+from fogros_dist.remote.runner import RetryPolicy
+from fogros_dist.remote.target import SSHTarget
+from fogros_dist.spec import Host, MachineSpec, ProcessRecord
+
+__all__ = ["AWSProvider", "AwsRef", "LaunchedInstance", "SshEndpoint"]
+
+_log = logging.getLogger(__name__)
+
+# The Host.env key that holds the AwsRef (the SSH layer keeps ENV_PREFIX keys from processes).
+REF_KEY = f"{ENV_PREFIX}AWS_REF"
+# A fresh instance takes a minute or two from "running" to sshd answering.
+SSH_RETRY = RetryPolicy(attempts=40, first_delay_s=1.0, max_delay_s=5.0, timeout_s=10.0)
+_DOMAIN_RANGE = range(120, 233)
+
+# Maps an instance's public address to the (host, port) the robot connects to. Production uses the
+# address and port 22; a test points it at an sshd it runs with the instance's keys.
+SshEndpoint = Callable[[str], tuple[str, int]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AwsRef:
+    """Where a machine lives in AWS: enough to find, image and end it from any process."""
+
+    region: str
+    instance_id: str
+    deployment: str
+    machine: str
+    profile: str = ""
+    endpoint_url: str = ""
+
+    def to_resource_id(self) -> str:
+        """Encode as a Host ``resource_id``."""
+        query = urllib.parse.urlencode(
+            {
+                "deployment": self.deployment,
+                "machine": self.machine,
+                "profile": self.profile,
+                "endpoint": self.endpoint_url,
+            }
+        )
+        return f"aws://{self.region}/{self.instance_id}?{query}"
+
+    @classmethod
+    def from_host(cls, host: Host) -> AwsRef:
+        """Decode the reference recorded in a Host; ProvisionError if it has none."""
+        return cls.from_text(dict(host.env).get(REF_KEY, host.resource_id), machine=host.machine)
+
+    @classmethod
+    def from_text(cls, text: str, *, machine: str) -> AwsRef:
+        """Decode :meth:`to_resource_id`'s text; ProvisionError if it is not an aws reference."""
+        parts = urllib.parse.urlsplit(text)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        if parts.scheme != "aws" or not parts.netloc or "deployment" not in query:
+            msg = (
+                f"machine {machine!r}: {text!r} is not an aws machine reference: the state file was "
+                f"edited or comes from another version; end the instance in the AWS console"
+            )
+            raise ProvisionError(msg)
+        return cls(
+            region=parts.netloc,
+            instance_id=parts.path.strip("/"),
+            deployment=query["deployment"],
+            machine=query.get("machine", machine),
+            profile=query.get("profile", ""),
+            endpoint_url=query.get("endpoint", ""),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchedInstance:
+    """The EC2 half of ``create``: a running instance the robot can verify over SSH."""
+
+    ref: AwsRef
+    options: AwsOptions
+    instance_id: str
+    public_ip: str
+    # The private key of the deployment's key pair (0600) and the known_hosts file that holds
+    # the instance's host key for its address.
+    key_file: Path
+    known_hosts: Path
+    host_public_key: str
+    reused: bool
+    # Where the robot connects: the public address and port 22 (see SshEndpoint).
+    ssh_host: str
+    ssh_port: int
+
+    def target(self) -> SSHTarget:
+        """The SSH target: the image's user, the deployment key, the pre-recorded host key."""
+        return SSHTarget(
+            machine=self.ref.machine,
+            alias=self.instance_id,
+            hostname=self.ssh_host,
+            port=self.ssh_port,
+            user=self.options.user,
+            identity_file=str(self.key_file),
+            known_hosts=str(self.known_hosts),
+            # The host key was made on this robot: an unknown or different key is an attack.
+            trust_new_host=False,
+        )
+
+
+class AWSProvider:
+    """EC2 machines (on-demand or spot), bridged over SSH like any remote host."""
+
+    name: ClassVar[str] = "aws"
+    capabilities: ClassVar[Capabilities] = Capabilities(spot=True, gpu=True, image=True, remote=True)
+
+    def __init__(
+        self,
+        *,
+        ssh_endpoint: SshEndpoint | None = None,
+        retry: RetryPolicy | None = None,
+        heartbeat_path: str = HEARTBEAT,
+    ) -> None:
+        """Args:
+        ssh_endpoint: where to reach an instance's sshd (default: its public address, port 22).
+        retry: how hard to try the first SSH connection (default: about three minutes).
+        heartbeat_path: the dead-man switch's heartbeat file on the machine.
+        """
+        self._ssh_endpoint = ssh_endpoint or (lambda address: (address, 22))
+        self._machines = RemoteMachines(provider=self.name, retry=retry or SSH_RETRY)
+        self._heartbeat_path = heartbeat_path
+        self._heartbeats: dict[str, Heartbeat] = {}
+
+    # -- plan ----------------------------------------------------------------------------------
+
+    def validate(self, machine: MachineSpec) -> None:
+        """Check the options (offline): unknown ones, types, ranges, the region's name."""
+        options = parse_options(machine)
+        if options.region:
+            check_region(options.region, where=f"machine {machine.name!r}")
+
+    # -- create ----------------------------------------------------------------------------------
+
+    def create(self, machine: MachineSpec, ctx: ProvisionContext) -> Host:
+        """Launch (or reuse) the instance, then connect over SSH and start the heartbeat.
+
+        If connecting fails, a newly launched instance is ended again (with its security group
+        and key pair): the engine has no Host to tear down yet. A reused one is left as it was.
+        """
+        launched = self.launch(machine, ctx)
+        try:
+            return self.connect(launched, ctx)
+        except BaseException:
+            if not launched.reused:
+                with contextlib.suppress(FogError):
+                    self.release(launched.ref)
+            raise
+
+    def connect(self, launched: LaunchedInstance, ctx: ProvisionContext) -> Host:
+        """The SSH half of ``create``: ssh-ready (host key verified on the first connection),
+        probe, workdir, DDS config; then the heartbeat that keeps the dead-man switch quiet."""
+        options = launched.options
+        settings = RemoteSettings(remote_dir=options.remote_dir, bridge_port=options.bridge_port)
+        domain_id = next((d for d in _DOMAIN_RANGE if d not in ctx.used_domain_ids), _DOMAIN_RANGE.start)
+        host = self._machines.establish(
+            launched.target(), settings, deployment=ctx.deployment, domain_id=domain_id, progress=ctx.progress
+        )
+        # The AWS coordinates ride with the SSH layer's connection keys (kept from processes).
+        host = dataclasses.replace(host, env=(*host.env, (REF_KEY, launched.ref.to_resource_id())))
+        self._start_heartbeat(host, deadman_s=options.deadman_minutes * 60)
+        return host
+
+    def _start_heartbeat(self, host: Host, *, deadman_s: int) -> None:
+        command = heartbeat_command(self._heartbeat_path)
+
+        def beat() -> None:
+            self._machines.agent(host).runner.run(command, timeout=30.0, what="refresh the heartbeat")
+
+        beat()  # once now, so a broken heartbeat fails `up` instead of ending the machine later
+        previous = self._heartbeats.pop(host.machine, None)
+        if previous is not None:
+            previous.stop()
+        heartbeat = Heartbeat(name=host.machine, beat=beat, interval_s=max(5.0, min(60.0, deadman_s / 5)))
+        heartbeat.start()
+        self._heartbeats[host.machine] = heartbeat
+
+    # -- create: the EC2 half ------------------------------------------------------------------
+
+    def launch(self, machine: MachineSpec, ctx: ProvisionContext) -> LaunchedInstance:
+        """Create (or reuse) the machine's EC2 instance and wait until it runs.
+
+        Reuses a pending or running instance tagged with this deployment and machine. Records the
+        instance's SSH host key as the known host for its public address.
+
+        Raises:
+            ConfigError: bad options, unknown profile or region.
+            ProvisionError: no credentials; unknown instance type or AMI; capacity or quota
+                errors; the instance did not come up. Each names the stage, machine and fix.
+        """
+        options = parse_options(machine)
+        ec2 = Ec2(
+            region=options.region,
+            profile=options.profile,
+            endpoint_url=options.endpoint_url,
+            machine=machine.name,
+        )
+        type_info = ec2.instance_type(options.instance_type)
+        image = self._image(ec2, options, type_info.architectures)
+        ctx.progress(
+            "requesting",
+            f"{type_info.describe()}; {options.market()} in {ec2.region}; "
+            f"AMI {image.image_id} ({image.name})",
+        )
+        name = resource_name(deployment=ctx.deployment, machine=machine.name)
+        key_file, known_hosts = key_paths(deployment=ctx.deployment, machine=machine.name)
+        cidrs = options.allowed_cidr or (options.robot_cidr or aws_config.discover_public_cidr(),)
+        existing = ec2.find_instances(deployment=ctx.deployment, machine=machine.name)
+        now = time.time()
+        tags = _tags(
+            deployment=ctx.deployment, machine=machine.name, created=now, ttl_minutes=options.ttl_minutes
+        )
+        ref = AwsRef(
+            region=ec2.region,
+            instance_id="",
+            deployment=ctx.deployment,
+            machine=machine.name,
+            profile=options.profile,
+            endpoint_url=options.endpoint_url,
+        )
+        try:
+            # Made (or reconciled) on reuse too: the robot's address may have changed since.
+            group_id = ec2.ensure_security_group(
+                name, tags=tags, cidrs=cidrs, ports=(22, options.bridge_port)
+            )
+            if existing:
+                instance = existing[-1]
+                host_public_key = instance.tag(TAG_HOSTKEY)
+                if not key_file.exists() or not host_public_key:
+                    missing = "its SSH key " + str(key_file) if not key_file.exists() else "its host key tag"
+                    msg = (
+                        f"aws machine {machine.name!r}, stage requesting: instance {instance.instance_id} of "
+                        f"this deployment is running but {missing} is missing on this robot: end it with "
+                        f"'aws ec2 terminate-instances --region {ec2.region} --instance-ids "
+                        f"{instance.instance_id}', then up again"
+                    )
+                    raise ProvisionError(msg)
+                ctx.progress("pending", f"reusing instance {instance.instance_id} ({instance.state})")
+                reused = True
+            else:
+                if ec2.key_pair_exists(name) and not key_file.exists():
+                    # A key pair whose private half this robot lacks is useless: replace it.
+                    ec2.delete_key_pair(name, stage="requesting")
+                if not ec2.key_pair_exists(name):
+                    ec2.create_key_pair(name, tags=tags, key_file=key_file)
+                host_key = generate_host_key()
+                host_public_key = host_key.public_openssh
+                deadline = int(now + options.ttl_minutes * 60) if options.ttl_minutes else 0
+                instance = ec2.run_instance(
+                    image=image,
+                    instance_type=options.instance_type,
+                    key_name=name,
+                    group_id=group_id,
+                    user_data=user_data(
+                        host_key=host_key,
+                        deadman=DeadmanConfig(
+                            timeout_s=options.deadman_minutes * 60,
+                            deadline=deadline,
+                            heartbeat=self._heartbeat_path,
+                        ),
+                        user=options.user,
+                    ),
+                    disk_gb=options.disk_gb,
+                    spot=options.spot,
+                    tags={**tags, TAG_HOSTKEY: host_public_key},
+                )
+                ctx.progress("pending", f"instance {instance.instance_id} ({options.market()}) is starting")
+                reused = False
+            running = ec2.wait_state(instance.instance_id, want="running", stage="pending")
+            if not running.public_ip:
+                msg = (
+                    f"aws machine {machine.name!r}, stage running: instance {running.instance_id} has no "
+                    f"public address: enable 'auto-assign public IPv4' on the default subnets of {ec2.region}"
+                )
+                raise ProvisionError(msg)
+        except BaseException:
+            # What this call created goes again (the engine never saw it); a reused instance stays.
+            if not existing:
+                with contextlib.suppress(FogError):
+                    self.release(ref)
+            raise
+        ssh_host, ssh_port = self._ssh_endpoint(running.public_ip)
+        known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        known_hosts.write_text(known_hosts_line(address=ssh_host, public_key=host_public_key, port=ssh_port))
+        known_hosts.chmod(0o600)
+        ctx.progress("running", f"instance {running.instance_id} at {running.public_ip}")
+        ref = dataclasses.replace(ref, instance_id=running.instance_id)
+        return LaunchedInstance(
+            ref=ref,
+            options=options,
+            instance_id=running.instance_id,
+            public_ip=running.public_ip,
+            key_file=key_file,
+            known_hosts=known_hosts,
+            host_public_key=host_public_key,
+            reused=reused,
+            ssh_host=ssh_host,
+            ssh_port=ssh_port,
+        )
+
+    def _image(self, ec2: Ec2, options: AwsOptions, architectures: tuple[str, ...]) -> ImageInfo:
+        arch = "arm64" if "x86_64" not in architectures and "arm64" in architectures else "x86_64"
+        image: ImageInfo
+        if options.ami:
+            image = ec2.image_by_id(options.ami)
+        elif (
+            options.ami_name
+            and not options.ami_owner
+            and (record := find_image(options.ami_name, region=ec2.region))
+        ):
+            image = ec2.image_by_id(record.image_id)
+        elif options.ami_name:
+            image = ec2.image_by_name(options.ami_name, owner=options.ami_owner or "self")
+        else:
+            pattern = DEFAULT_AMI_NAMES["jazzy"].format(arch="amd64" if arch == "x86_64" else "arm64")
+            image = ec2.image_by_name(pattern, owner=CANONICAL_OWNER, architecture=arch)
+        if image.architecture not in architectures:
+            msg = (
+                f"aws machine {options.machine!r}, stage requesting: AMI {image.image_id} ({image.name}) is "
+                f"{image.architecture} but {options.instance_type} runs {'/'.join(architectures)}: pick an "
+                f"{'/'.join(architectures)} image or another instance type"
+            )
+            raise ProvisionError(msg)
+        return image
+
+    # -- on the machine: the SSH layer ----------------------------------------------------------
+
+    def prepare(self, host: Host, ctx: ProvisionContext) -> None:
+        """Install the runtime (unless cached) while pushing the workspace (SSH layer)."""
+        self._machines.prepare(host, workspace=ctx.workspace, progress=ctx.progress)
+
+    def resolve_node(self, host: Host, *, package: str, executable: str) -> tuple[str, ...]:
+        """Resolve the executable on the instance (SSH layer)."""
+        return self._machines.resolve_node(host, package=package, executable=executable)
+
+    def bridge_argv(self, host: Host, spec_path: Path) -> tuple[str, ...]:
+        """The machine bridge, run by the instance's runtime venv (SSH layer)."""
+        return self._machines.bridge_argv(host, spec_path)
+
+    def upload(self, host: Host, local: Path, remote_name: str) -> Path:
+        """Copy a file into the machine's working directory (SSH layer)."""
+        return self._machines.upload(host, local, remote_name)
+
+    def start(self, host: Host, process: ProcessSpec) -> RemoteProcess:
+        """Start a supervised process on the instance (SSH layer)."""
+        return self._machines.start(
+            host, role=process.role, name=process.name, argv=process.argv, env=process.env
+        )
+
+    def attach(self, host: Host, record: ProcessRecord) -> RemoteProcess:
+        """A handle on a process started earlier, possibly by another supervisor (SSH layer)."""
+        return self._machines.attach(host, record)
+
+    # -- teardown and images ---------------------------------------------------------------------
+
+    def terminate(self, host: Host) -> None:
+        """End the machine's instance (waiting until it is terminated), then delete its security
+        group, its key pair and the local key and known_hosts files."""
+        ref = AwsRef.from_host(host)
+        heartbeat = self._heartbeats.pop(host.machine, None)
+        if heartbeat is not None:
+            heartbeat.stop()
+        if not self._heartbeats:
+            # No SSH cleanup on the instance: it is about to be destroyed, and may be unreachable.
+            self._machines.close()
+        self.release(ref)
+
+    def release(self, ref: AwsRef) -> None:
+        """Delete everything :meth:`launch` made for ``ref``'s deployment and machine."""
+        ec2 = Ec2(
+            region=ref.region,
+            profile=ref.profile,
+            endpoint_url=ref.endpoint_url,
+            machine=ref.machine,
+            stage="terminating",
+        )
+        instances = ec2.find_instances(
+            deployment=ref.deployment, machine=ref.machine, states=NOT_GONE_STATES, stage="terminating"
+        )
+        ids = {i.instance_id for i in instances}
+        if ref.instance_id and ref.instance_id not in ids:
+            with contextlib.suppress(ProvisionError):
+                if ec2.describe_instance(ref.instance_id, stage="terminating").state != "terminated":
+                    ids.add(ref.instance_id)
+        ec2.terminate(sorted(ids), stage="terminating")
+        name = resource_name(deployment=ref.deployment, machine=ref.machine)
+        group_id = ec2.security_group_id(name)
+        if group_id:
+            ec2.delete_security_group(group_id)
+        if ec2.key_pair_exists(name, stage="terminating"):
+            ec2.delete_key_pair(name)
+        for path in key_paths(deployment=ref.deployment, machine=ref.machine):
+            path.unlink(missing_ok=True)
+
+    def image(self, host: Host, *, name: str, reboot: bool = False) -> ImageRecord:
+        """Make an AMI of the machine's instance, wait until it is available and record it.
+
+        Args:
+            host: the running machine.
+            name: the AMI's name; a machine's ``ami_name`` option finds it afterwards.
+            reboot: let AWS reboot the instance for a consistent file system (stops its nodes).
+
+        Raises:
+            ProvisionError: AWS refused, or the image failed.
+        """
+        ref = AwsRef.from_host(host)
+        ec2 = Ec2(
+            region=ref.region,
+            profile=ref.profile,
+            endpoint_url=ref.endpoint_url,
+            machine=ref.machine,
+            stage="imaging",
+        )
+        created = dt.datetime.now(tz=dt.timezone.utc).isoformat(timespec="seconds")
+        source = f"{ref.deployment}/{ref.machine}"
+        # Not the deployment tags: `down --all` must never delete an image someone made on purpose.
+        tags = {"Name": name, TAG_IMAGE_OF: source, TAG_OWNER: _owner(), TAG_CREATED: created}
+        image_id = ec2.create_image(ref.instance_id, name=name, tags=tags, reboot=reboot)
+        record = ImageRecord(name=name, region=ref.region, image_id=image_id, created=created, source=source)
+        record_image(record)
+        return record
+
+    # -- cost ----------------------------------------------------------------------------------
+
+    def estimate_cost(self, machine: MachineSpec, *, seconds: float) -> CostEstimate:
+        """The machine's estimated cost after ``seconds`` of running (offline, from the price table)."""
+        options = parse_options(machine)
+        region = options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "")
+        return estimate_cost(
+            instance_type=options.instance_type,
+            region=region or "us-east-1",
+            seconds=seconds,
+            spot=options.spot,
+        )
+
+
+def _owner() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _tags(*, deployment: str, machine: str, created: float, ttl_minutes: int) -> dict[str, str]:
+    created_at = dt.datetime.fromtimestamp(created, tz=dt.timezone.utc)
+    expires = (
+        (created_at + dt.timedelta(minutes=ttl_minutes)).isoformat(timespec="seconds")
+        if ttl_minutes
+        else "none"
+    )
+    return {
+        "Name": resource_name(deployment=deployment, machine=machine),
+        TAG_DEPLOYMENT: deployment,
+        TAG_MACHINE: machine,
+        TAG_OWNER: _owner(),
+        TAG_CREATED: created_at.isoformat(timespec="seconds"),
+        TAG_TTL: expires,
+    }
+
+
+if TYPE_CHECKING:
+    # mypy proves here that AWSProvider implements the Provider protocol.
+    _PROVIDER: type[Provider] = AWSProvider

@@ -1,0 +1,475 @@
+"""The provider verbs for any machine reachable over SSH, driven from a Host record alone.
+
+A provider that can hand over an :class:`~fogros_dist.remote.target.SSHTarget` (SSHHost: from
+its options; AWS: once the instance runs) gets everything after that from here: ``establish``
+(ssh-ready, probe, workdir, DDS config), ``prepare`` (runtime venv + workspace push, overlapped),
+``resolve_node``, ``bridge_argv``, ``upload``, ``start``, ``attach`` and ``terminate``.
+
+Everything needed to find the machine again is in the Host: connection details in ``Host.env``
+under ``FOGROS_SSH_*`` keys (never passed to processes), the rest of ``Host.env`` is the
+environment of the processes started there. So ``attach`` works from any process on the robot.
+
+Layout on the host (``remote_dir``, default ``~/.fogros_dist``)::
+
+    bin/host_agent-<hash>.py           the agent (standard library only; one server per connection)
+    wheels/                            pushed wheels (shared by venvs; never deleted by a push)
+    venvs/<key>/                       runtime venvs, stamped with what they were built from
+    deployments/<name>/<machine>/      Host.workdir: cyclonedds.xml, bridge.json, bridge stats
+        logs/<process>.out|.err        output (kept until the deployment starts again)
+        run/<process>.json|.exit       PID record and exit code
+        workspace/                     the pushed workspace
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fogros_dist.errors import ConfigError, MissingExecutable, ProvisionError
+from fogros_dist.remote.agent import HostAgent, HostFacts
+from fogros_dist.remote.bootstrap import plan_runtime, start_install
+from fogros_dist.remote.process import RemoteProcess
+from fogros_dist.remote.runner import RetryPolicy, SSHRunner
+from fogros_dist.remote.sync import SyncMethod, SyncStats, human_bytes, push_directory
+from fogros_dist.remote.target import SSHTarget
+from fogros_dist.remote.wheelhouse import default_cache_dir
+from fogros_dist.spec import Host, ProcessRecord
+
+__all__ = ["ENV_PREFIX", "RemoteMachines", "RemoteSettings", "target_from_host"]
+
+ENV_PREFIX = "FOGROS_SSH_"
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteSettings:
+    """How to use a host once connected (the provider's options, parsed)."""
+
+    remote_dir: str = "~/.fogros_dist"
+    python: str = "python3"
+    ros_setup: str = "auto"
+    bridge_port: int = 0
+    torch: bool = False
+    sync: SyncMethod = "auto"
+
+
+class RemoteMachines:
+    """The SSH machines of one provider instance, with one shared connection per host."""
+
+    def __init__(
+        self, *, provider: str, retry: RetryPolicy | None = None, cache_dir: Path | None = None
+    ) -> None:
+        self._provider = provider
+        self._retry = retry
+        self._cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._agents: dict[str, HostAgent] = {}
+        self._facts: dict[str, HostFacts] = {}
+        self._pushes: dict[str, _Push] = {}
+
+    # -- provision -------------------------------------------------------------------------------
+
+    def establish(
+        self,
+        target: SSHTarget,
+        settings: RemoteSettings,
+        *,
+        deployment: str,
+        domain_id: int,
+        progress: Progress,
+    ) -> Host:
+        """Connect (stage ``ssh-ready``), probe the host, reset the deployment's workdir there,
+        write its DDS config; return the Host.
+
+        Raises:
+            ProvisionError: the host cannot be reached or lacks what fogros_dist needs (one line
+                naming the machine and the fix).
+        """
+        runner = SSHRunner(target, retry=self._retry)
+        runner.connect()
+        trusted = f"; recorded new host key {runner.recorded_key.describe()}" if runner.recorded_key else ""
+        progress("ssh-ready", f"{target.where}{trusted}")
+        agent = HostAgent(runner, python=settings.python, remote_dir=settings.remote_dir)
+        facts = agent.probe(
+            workdir=f"deployments/{deployment}/{target.machine}",
+            ros_setup=settings.ros_setup,
+            bridge_port=settings.bridge_port,
+        )
+        _check_ros(target, facts)
+        from fogros_dist.ros.cyclone_config import loopback_config
+
+        workdir = PurePosixPath(facts.workdir)
+        with agent.runner.sftp().open(str(workdir / "cyclonedds.xml"), "wb") as handle:
+            # Each host is its own ROS graph: DDS stays on its loopback, the bridge is the way out.
+            handle.write(loopback_config(domain_id).encode())
+        plan = plan_runtime(facts, torch=settings.torch, cache_dir=self.cache_dir)
+        process_env = {
+            "ROS_DOMAIN_ID": str(domain_id),
+            "CYCLONEDDS_URI": f"file://{workdir / 'cyclonedds.xml'}",
+            "RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp",
+            "FOGROS_DIST_PYTHON": plan.python,
+            "FOGROS_DIST_WORKSPACE": str(workdir / "workspace"),
+        }
+        connection = {
+            "ALIAS": target.alias,
+            "HOSTNAME": target.hostname,
+            "PORT": str(target.port),
+            "USER": target.user,
+            "IDENTITY": target.identity_file,
+            "KNOWN_HOSTS": target.known_hosts,
+            "PYTHON": settings.python,
+            "REMOTE_DIR": facts.remote_dir,
+            "ROS_SETUP": facts.ros_setup,
+            "VENV": plan.venv,
+            "TORCH": "1" if settings.torch else "",
+            "SYNC": settings.sync,
+        }
+        host = Host(
+            machine=target.machine,
+            provider=self._provider,
+            address=target.hostname,
+            workdir=facts.workdir,
+            resource_id=f"{self._provider}:{target.where}{facts.workdir}",
+            bridge_port=facts.bridge_port,
+            env=(
+                *sorted(process_env.items()),
+                *sorted((ENV_PREFIX + key, value) for key, value in connection.items()),
+            ),
+        )
+        with self._lock:
+            self._agents[host.resource_id] = agent
+            self._facts[host.resource_id] = facts
+        ros = f"ROS 2 {facts.ros_distro}" if facts.ros_setup else "no ROS 2 (DDS adapter)"
+        progress(
+            "running",
+            f"{target.hostname}: Python {facts.python_version} {facts.machine}, {ros}, "
+            f"ROS domain {domain_id}, bridge port {facts.bridge_port}",
+        )
+        return host
+
+    def prepare(self, host: Host, *, workspace: str, progress: Progress) -> None:
+        """Install the runtime (unless current) and push the workspace (only changes).
+
+        The push runs in the background: the bridge needs only the runtime, so it starts while
+        the workspace is still on its way; the first node waits for it (see :meth:`start`).
+        Reports ``bootstrapped`` or ``cached``, and ``synced`` (files and bytes sent) when the
+        push is done.
+
+        Raises:
+            ConfigError: the workspace is not a directory.
+            ProvisionError: the install failed.
+        """
+        agent = self.agent(host)
+        facts = self._facts.get(host.resource_id) or self._reprobe(host, agent)
+        conn = _connection(host)
+        plan = plan_runtime(facts, torch=bool(conn["TORCH"]), cache_dir=self.cache_dir)
+        install = None
+        if not plan.current:
+            what = "fogros_dist" if plan.deps_current else "fogros_dist and its dependencies"
+            progress("bootstrapping", f"installing {what} into {plan.venv}")
+            install = start_install(agent, facts, plan, cache_dir=self.cache_dir, machine=host.machine)
+        if workspace:
+            local = Path(workspace).expanduser()
+            if not local.is_dir():
+                msg = (
+                    f"workspace {workspace!r} is not a directory on this machine: give an existing directory"
+                )
+                raise ConfigError(msg)
+            push = _Push(
+                lambda: push_directory(
+                    agent,
+                    local=local,
+                    remote=f"{host.workdir}/workspace",
+                    remote_has_rsync=facts.rsync,
+                    method=_sync_method(conn["SYNC"]),
+                    progress=lambda line: progress("syncing", f"workspace {line}"),
+                ),
+                progress,
+            )
+            with self._lock:
+                self._pushes[host.resource_id] = push
+        else:
+            progress("synced", "no workspace to push")
+        if install is None:
+            progress("cached", f"runtime in {plan.venv} is up to date: nothing installed")
+            return
+        seconds = install.wait()
+        progress(
+            "bootstrapped",
+            f"runtime in {plan.venv}: {install.files_sent} files ({human_bytes(install.bytes_sent)}) "
+            f"pushed, installed in {seconds:.1f} s",
+        )
+        # The stamps changed: a later prepare in this process must not trust the old probe.
+        with self._lock:
+            self._facts.pop(host.resource_id, None)
+
+    def wait_synced(self, host: Host) -> None:
+        """Block until the workspace push that :meth:`prepare` started is done.
+
+        Raises:
+            ProvisionError: the push failed (rsync's or SFTP's reason is named).
+        """
+        with self._lock:
+            push = self._pushes.pop(host.resource_id, None)
+        if push is not None:
+            push.result()
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def resolve_node(self, host: Host, *, package: str, executable: str) -> tuple[str, ...]:
+        """The argv that runs ``package``/``executable`` on the host, checked there.
+
+        Raises:
+            MissingExecutable: not found on the host (where it looked is named).
+        """
+        # No need to wait for the workspace push: what resolution reads (ROS, the venv, the
+        # workspace's install/ overlay) is never pushed. start() waits for it instead.
+        python = _env(host)["FOGROS_DIST_PYTHON"]
+        launcher = (python, "-m", "fogros_dist.node_launcher")
+        done = self.agent(host).run(
+            [*launcher, "--check", package, executable],
+            env=_process_env(host),
+            setup=_setup_files(host),
+            path_prepend=_path_prepend(host),
+            what=f"resolve {package}/{executable}",
+        )
+        if done["code"] != 0:
+            lines = [line for line in str(done["stderr"]).splitlines() if line.strip()]
+            reason = lines[-1].removeprefix("fogros-dist: ") if lines else f"exit code {done['code']}"
+            msg = f"machine {host.machine!r}: {reason}"
+            raise MissingExecutable(msg)
+        return (*launcher, package, executable, "--")
+
+    def bridge_argv(self, host: Host, spec_path: Path) -> tuple[str, ...]:
+        """The machine bridge, run by the host's runtime venv."""
+        python = _env(host)["FOGROS_DIST_PYTHON"]
+        return (python, "-m", "fogros_dist.net.bridge_main", "--spec", str(spec_path))
+
+    def upload(self, host: Host, local: Path, remote_name: str) -> Path:
+        """Copy ``local`` into the host's workdir; return its path there."""
+        remote = f"{host.workdir}/{remote_name}"
+        try:
+            self.agent(host).runner.sftp().put(str(local), remote)
+        except OSError as err:
+            msg = f"machine {host.machine!r}: cannot upload {local.name} to {remote} ({err})"
+            raise ProvisionError(msg) from err
+        return Path(remote)
+
+    def start(
+        self, host: Host, *, role: str, name: str, argv: tuple[str, ...], env: tuple[tuple[str, str], ...]
+    ) -> RemoteProcess:
+        """Start a supervised process on the host with the machine's environment.
+
+        Raises:
+            DeploymentError: it could not be executed there.
+        """
+        if role == "node":
+            self.wait_synced(host)
+        agent = self.agent(host)
+        process_env = _process_env(host)
+        process_env.update(dict(env))
+        # Output must reach the log files line by line, not at exit.
+        process_env["PYTHONUNBUFFERED"] = "1"
+        rundir = f"{host.workdir}/run"
+        found = agent.start(
+            {
+                "name": name,
+                "rundir": rundir,
+                "logdir": f"{host.workdir}/logs",
+                "cwd": host.workdir,
+                "env": process_env,
+                "path_prepend": _path_prepend(host),
+                "setup": _setup_files(host),
+                "argv": list(argv),
+            },
+            what=f"{role} {name!r}",
+        )
+        record = ProcessRecord(
+            role="bridge" if role == "bridge" else "node",
+            name=name,
+            machine=host.machine,
+            pid=int(found["pid"]),
+            pgid=int(found["pgid"]),
+            start_ticks=int(found["start_ticks"]),
+            stdout_path=str(found["stdout"]),
+            stderr_path=str(found["stderr"]),
+            argv=tuple(argv),
+        )
+        return RemoteProcess(agent=agent, record=record, rundir=rundir, from_start=True)
+
+    def attach(self, host: Host, record: ProcessRecord) -> RemoteProcess:
+        """A handle on a process started earlier, possibly by another supervisor (no I/O yet)."""
+        return RemoteProcess(
+            agent=self.agent(host), record=record, rundir=f"{host.workdir}/run", from_start=False
+        )
+
+    def terminate(self, host: Host) -> None:
+        """Stop anything still running from the deployment's workdir, remove its DDS config, and
+        close the connection. Logs, workspace and the runtime stay for the next `up`.
+
+        Raises:
+            ProvisionError: the host cannot be reached.
+        """
+        with self._lock:
+            push = self._pushes.pop(host.resource_id, None)
+        if push is not None:
+            # A push still under way (up failed before any node started) ends before the host does.
+            push.join()
+        agent = self.agent(host)
+        agent.reap(f"{host.workdir}/run", grace=2.0)
+        agent.run(["rm", "-f", f"{host.workdir}/cyclonedds.xml"], what="clean up")
+        with self._lock:
+            self._agents.pop(host.resource_id, None)
+            self._facts.pop(host.resource_id, None)
+        agent.close()
+        agent.runner.close()
+
+    # -- connections -----------------------------------------------------------------------------
+
+    @property
+    def cache_dir(self) -> Path:
+        """The robot's cache for wheels."""
+        return self._cache_dir or default_cache_dir()
+
+    def agent(self, host: Host) -> HostAgent:
+        """The agent of ``host``, over a shared connection (made on first use)."""
+        with self._lock:
+            agent = self._agents.get(host.resource_id)
+            if agent is None:
+                conn = _connection(host)
+                runner = SSHRunner(target_from_host(host), retry=self._retry)
+                agent = HostAgent(runner, python=conn["PYTHON"], remote_dir=conn["REMOTE_DIR"])
+                self._agents[host.resource_id] = agent
+            return agent
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            agents = list(self._agents.values())
+            self._agents.clear()
+        for agent in agents:
+            agent.close()
+            agent.runner.close()
+
+    def _reprobe(self, host: Host, agent: HostAgent) -> HostFacts:
+        facts = agent.probe(workdir="", ros_setup=_connection(host)["ROS_SETUP"] or "none", bridge_port=0)
+        return _with_workdir(facts, host.workdir)
+
+
+class _Push:
+    """A workspace push on a thread of its own; :meth:`result` waits and re-raises its error."""
+
+    def __init__(self, push: Callable[[], SyncStats], progress: Progress) -> None:
+        self._push = push
+        self._progress = progress
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="workspace-push", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            stats = self._push()
+        except BaseException as err:  # re-raised in the caller's thread by result()
+            self._error = err
+            return
+        self._progress("synced", f"workspace: {stats.describe()}")
+
+    def join(self) -> None:
+        """Wait for the push to end, whatever its outcome."""
+        self._thread.join()
+
+    def result(self) -> None:
+        """Wait for the push; raise what it raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def target_from_host(host: Host) -> SSHTarget:
+    """The SSH target recorded in ``host`` (no config file is read again).
+
+    Raises:
+        ConfigError: the Host was not made by this module (its connection keys are missing).
+    """
+    conn = _connection(host)
+    return SSHTarget(
+        machine=host.machine,
+        alias=conn["ALIAS"],
+        hostname=conn["HOSTNAME"],
+        port=int(conn["PORT"]),
+        user=conn["USER"],
+        identity_file=conn["IDENTITY"],
+        known_hosts=conn["KNOWN_HOSTS"],
+        # The key was recorded (or refused) when the machine was created; never again silently.
+        trust_new_host=False,
+    )
+
+
+def _env(host: Host) -> dict[str, str]:
+    return dict(host.env)
+
+
+def _connection(host: Host) -> dict[str, str]:
+    found = {k.removeprefix(ENV_PREFIX): v for k, v in host.env if k.startswith(ENV_PREFIX)}
+    missing = [key for key in ("HOSTNAME", "PORT", "USER", "PYTHON", "REMOTE_DIR") if key not in found]
+    if missing:
+        msg = (
+            f"machine {host.machine!r}: its record lacks {ENV_PREFIX}{missing[0]}: it was not created "
+            f"by an SSH-based provider of this version; tear it down with the version that made it"
+        )
+        raise ConfigError(msg)
+    return found
+
+
+def _process_env(host: Host) -> dict[str, str]:
+    return {k: v for k, v in host.env if not k.startswith(ENV_PREFIX)}
+
+
+def _path_prepend(host: Host) -> list[str]:
+    # The venv's console scripts come first on PATH, as if it were activated.
+    venv = _connection(host).get("VENV", "")
+    return [f"{venv}/bin"] if venv else []
+
+
+def _setup_files(host: Host) -> list[str]:
+    ros = _connection(host).get("ROS_SETUP", "")
+    if not ros:
+        return []
+    # The workspace's own overlay, if it was built on the host ("?": only if it exists).
+    return [ros, f"?{host.workdir}/workspace/install/setup.bash"]
+
+
+def _sync_method(value: str) -> SyncMethod:
+    if value == "rsync":
+        return "rsync"
+    if value == "sftp":
+        return "sftp"
+    return "auto"
+
+
+def _check_ros(target: SSHTarget, facts: HostFacts) -> None:
+    if not facts.ros_setup:
+        return
+    if not facts.bash:
+        msg = (
+            f"machine {target.machine!r}: {target.hostname} has ROS 2 ({facts.ros_setup}) but no bash to "
+            f"source it: install bash there, or set ros_setup='none'"
+        )
+        raise ProvisionError(msg)
+    if not facts.rmw_cyclonedds:
+        msg = (
+            f"machine {target.machine!r}: ROS 2 {facts.ros_distro} on {target.hostname} has no "
+            f"rmw_cyclonedds_cpp, which fogros_dist's DDS settings need: install "
+            f"ros-{facts.ros_distro}-rmw-cyclonedds-cpp there, or set ros_setup='none'"
+        )
+        raise ProvisionError(msg)
+
+
+def _with_workdir(facts: HostFacts, workdir: str) -> HostFacts:
+    import dataclasses
+
+    changes: dict[str, Any] = {"workdir": workdir}
+    return dataclasses.replace(facts, **changes)

@@ -1,0 +1,233 @@
+"""The wheelhouse: every runtime dependency as a wheel, built on the robot, installed offline on hosts.
+
+Many lab hosts (and every test host) cannot reach a package index, so the robot downloads the
+pinned runtime requirements once per (requirements, host Python, host CPU) into a cache keyed by
+their hash, with the robot's own pip settings (index, find-links, proxy). The host then installs
+from the pushed files with ``pip --no-index``. torch is left out unless a machine asks for it:
+it is the biggest wheel by far, and most offloaded nodes do not need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fogros_dist.errors import ProvisionError
+
+__all__ = [
+    "TargetPython",
+    "Wheelhouse",
+    "default_cache_dir",
+    "ensure_wheelhouse",
+    "runtime_requirements",
+    "wheelhouse_key",
+]
+
+_REQUIREMENTS_ENV = "FOGROS_DIST_REQUIREMENTS"
+# Bump when the wheelhouse's layout or contents change meaning, so old caches are not reused.
+_LAYOUT = "wheelhouse-1"
+_COMPLETE = ".complete"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetPython:
+    """The interpreter wheels are chosen for: version, implementation, CPU and C library."""
+
+    version: str
+    implementation: str
+    machine: str
+    libc: str
+
+    @property
+    def tag(self) -> str:
+        """The CPython tag, e.g. ``cp311``."""
+        return "cp" + self.version.replace(".", "")
+
+    @classmethod
+    def here(cls) -> TargetPython:
+        """This interpreter (the robot's)."""
+        import platform
+
+        return cls(
+            version=f"{sys.version_info[0]}.{sys.version_info[1]}",
+            implementation=sys.implementation.name,
+            machine=platform.machine(),
+            libc="-".join(platform.libc_ver()),
+        )
+
+    def describe(self) -> str:
+        """``Python 3.11 x86_64``, for messages."""
+        return f"{self.implementation} {self.version} {self.machine}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wheelhouse:
+    """A complete wheelhouse in the robot's cache."""
+
+    key: str
+    directory: Path
+    requirements: str
+    pip_wheel: str
+    wheels: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        """Total bytes of the wheels."""
+        return sum((self.directory / name).stat().st_size for name in self.wheels)
+
+
+def default_cache_dir() -> Path:
+    """Where the robot caches wheels: $FOGROS_DIST_CACHE, else $XDG_CACHE_HOME/fogros_dist."""
+    explicit = os.environ.get("FOGROS_DIST_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "fogros_dist"
+
+
+def runtime_requirements(*, torch: bool, path: Path | None = None) -> tuple[str, ...]:
+    """The pinned runtime requirement lines (comments and blanks dropped; torch only if asked).
+
+    Args:
+        torch: keep the ``torch`` pin.
+        path: the requirements file; default ``$FOGROS_DIST_REQUIREMENTS``, else the
+            ``requirements.txt`` beside the fogros_dist package (a source checkout).
+
+    Raises:
+        ProvisionError: no requirements file can be found.
+    """
+    if path is None:
+        explicit = os.environ.get(_REQUIREMENTS_ENV)
+        path = Path(explicit) if explicit else Path(__file__).resolve().parents[2] / "requirements.txt"
+    try:
+        text = path.read_text()
+    except OSError as err:
+        msg = (
+            f"cannot read the runtime requirements {path} ({err.strerror}): run from a fogros_dist "
+            f"checkout, or set {_REQUIREMENTS_ENV} to a pinned requirements file"
+        )
+        raise ProvisionError(msg) from err
+    lines = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name = line.split("=")[0].split("<")[0].split(">")[0].split("[")[0].strip().lower()
+        if name == "torch" and not torch:
+            continue
+        lines.append(line)
+    return tuple(lines)
+
+
+def wheelhouse_key(requirements: tuple[str, ...], target: TargetPython) -> str:
+    """The cache key: a hash of the requirement lines and the target interpreter."""
+    text = "\n".join(
+        (_LAYOUT, target.implementation, target.version, target.machine, target.libc, *requirements)
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ensure_wheelhouse(
+    *, requirements: tuple[str, ...], target: TargetPython, cache_dir: Path, machine: str
+) -> Wheelhouse:
+    """The wheelhouse for ``requirements`` on ``target``, downloading it once into ``cache_dir``.
+
+    Args:
+        requirements: pinned requirement lines.
+        target: the host's interpreter.
+        cache_dir: the robot's cache (``<cache_dir>/wheelhouse/<key>``).
+        machine: the machine it is for, for messages.
+
+    Returns:
+        The complete wheelhouse, with pip's own wheel (used to install on the host).
+
+    Raises:
+        ProvisionError: pip could not get a wheel (its last error line is named).
+    """
+    key = wheelhouse_key(requirements, target)
+    directory = cache_dir / "wheelhouse" / key[:20]
+    if not (directory / _COMPLETE).exists():
+        _download(requirements, target, directory, key, machine)
+    wheels = tuple(sorted(p.name for p in directory.glob("*.whl")))
+    pip_wheel = next((name for name in wheels if name.startswith("pip-")), "")
+    return Wheelhouse(
+        key=key,
+        directory=directory,
+        requirements=f"requirements-{key[:20]}.txt",
+        pip_wheel=pip_wheel,
+        wheels=wheels,
+    )
+
+
+def _download(
+    requirements: tuple[str, ...], target: TargetPython, directory: Path, key: str, machine: str
+) -> None:
+    partial = directory.with_name(directory.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    requirements_file = partial / f"requirements-{key[:20]}.txt"
+    requirements_file.write_text("\n".join(requirements) + "\n")
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "--dest",
+        str(partial),
+        "-r",
+        str(requirements_file),
+        # pip itself: the host runs it from its wheel, so the host needs no pip of its own.
+        "pip",
+    ]
+    here = TargetPython.here()
+    if (target.implementation, target.version, target.machine) != (
+        here.implementation,
+        here.version,
+        here.machine,
+    ):
+        argv += ["--only-binary=:all:", *_cross_flags(target)]
+    _pip(argv, machine, target, directory.parent)
+    sdists = [p for p in partial.iterdir() if p.suffix != ".whl" and p.name != requirements_file.name]
+    if sdists:
+        # A source-only package: build its wheel here (pure-Python ones then install anywhere).
+        build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(partial)]
+        _pip([*build, *map(str, sdists)], machine, target, directory.parent)
+        for sdist in sdists:
+            sdist.unlink()
+    (partial / _COMPLETE).write_text(key + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    partial.rename(directory)
+
+
+def _cross_flags(target: TargetPython) -> list[str]:
+    flags = ["--python-version", target.version, "--implementation", "cp", "--abi", target.tag]
+    glibc = target.libc.partition("-")[2]
+    major, _, minor = glibc.partition(".")
+    if major == "2" and minor.isdigit():
+        for level in range(int(minor), 16, -1):
+            flags += ["--platform", f"manylinux_2_{level}_{target.machine}"]
+        flags += ["--platform", f"manylinux2014_{target.machine}"]
+    flags += ["--platform", f"linux_{target.machine}"]
+    return flags
+
+
+def _pip(argv: list[str], machine: str, target: TargetPython, cache: Path) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
+    if result.returncode == 0:
+        return
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
+    reason = lines[-1].strip() if lines else f"exit code {result.returncode}"
+    msg = (
+        f"machine {machine!r}: cannot get the runtime wheels for {target.describe()} on this robot "
+        f"({reason}): check the robot's pip index settings ('pip config list'), or fill the cache "
+        f"{cache} once where the index is reachable"
+    )
+    raise ProvisionError(msg)
