@@ -16,6 +16,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fogros_dist.workloads import get_workload, workload_names
 from fogros_dist.workloads.base import default_model_dir
@@ -36,11 +37,15 @@ def main() -> int:
     t0 = time.monotonic()
     for name in args.workloads:
         workload = get_workload(name)
+        metrics: dict[str, float] = {}
         if not args.skip_train:
             train_parser = argparse.ArgumentParser()
             workload.add_train_arguments(train_parser)
-            workload.train(train_parser.parse_args([]), report=lambda line: print(line, file=sys.stderr))
+            metrics = workload.train(
+                train_parser.parse_args([]), report=lambda line: print(line, file=sys.stderr)
+            )
         result = run_bench(workload, requests=args.requests, model_dir=model_dir, report=print).as_dict()
+        result["train_metrics"] = metrics
         print(json.dumps(result), flush=True)
         results.append(result)
     meta = (
@@ -59,7 +64,31 @@ def main() -> int:
         title="Workloads: robot vs offloaded",
     )
     print(markdown_table(results, meta))
+    if not args.skip_train:
+        quality = _metrics_table(results)
+        update_markdown_section(
+            ROOT / "BENCHMARKS.md",
+            "workload_metrics",
+            quality,
+            title="Workloads: model quality (train defaults)",
+        )
+        print(quality)
     return 0
+
+
+def _metrics_table(results: list[dict[str, Any]]) -> str:
+    """Each workload's evaluation metrics from `fogros-dist train <name>` with default options."""
+    lines = [
+        "Evaluation metrics returned by each workload's `train` with its default options, same run as",
+        "the latency table above (`bench/workloads.py`).",
+        "",
+        "| workload | metric | value |",
+        "|---|---|---:|",
+    ]
+    for result in results:
+        for key, value in sorted(result.get("train_metrics", {}).items()):
+            lines.append(f"| {result['workload']} | {key} | {value:.4g} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ are printed with ``[cloud:<machine>]`` prefixes; events announce up, failure and
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import signal
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -40,6 +43,8 @@ class FogDeployment(Action):  # type: ignore[misc]
         self._future: asyncio.Future[None] | None = None
         self._stop = threading.Event()
         self._up_done = threading.Event()
+        self._teardown_lock = threading.Lock()
+        self._torn_down = False
 
     def get_asyncio_future(self) -> asyncio.Future[None] | None:
         """Launch waits on this: provisioning and supervision until shutdown."""
@@ -51,7 +56,17 @@ class FogDeployment(Action):  # type: ignore[misc]
         self._deployment = Deployment(spec, reporter=print_stage, output=PrefixedOutput())
         loop: asyncio.AbstractEventLoop = context.asyncio_loop
         self._future = loop.run_in_executor(None, self._run, context, loop)
+        # SIGTERM/SIGQUIT make launch cancel its task without a Shutdown event: notice the loop
+        # stopping, so the deployment is torn down then too instead of being left running.
+        threading.Thread(target=self._watch_loop, args=(loop,), name="fog-launch-watch", daemon=True).start()
+        atexit.register(self._at_exit)
+        self._shutdown_on_sigterm(context, loop)
         return [RegisterEventHandler(OnShutdown(on_shutdown=self._on_shutdown))]
+
+    def _watch_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not self._stop.wait(0.5):
+            if not loop.is_running():
+                self._stop.set()
 
     def _run(self, context: Any, loop: asyncio.AbstractEventLoop) -> None:
         assert self._deployment is not None
@@ -65,6 +80,7 @@ class FogDeployment(Action):  # type: ignore[misc]
             self._up_done.set()
         self._emit(context, loop, DeploymentUp(deployment=name))
         self._deployment.wait(self._stop)
+        self._teardown_once()
 
     def _on_shutdown(self, event: Any, context: Any) -> None:
         del event
@@ -73,8 +89,36 @@ class FogDeployment(Action):  # type: ignore[misc]
             return
         # A Ctrl-C during provisioning: let `up` finish (or fail and clean itself) before teardown.
         self._up_done.wait()
-        self._deployment.down()
+        self._teardown_once()
         context.emit_event_sync(DeploymentDown(deployment=self._deployment.spec.name))
+
+    @staticmethod
+    def _shutdown_on_sigterm(context: Any, loop: asyncio.AbstractEventLoop) -> None:
+        # Where SIGTERM would simply kill `ros2 launch`, turn it into a launch Shutdown, so that
+        # `kill`, systemd and container stops tear the deployment down like Ctrl-C does.
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        from launch.events import Shutdown
+
+        def on_sigterm() -> None:
+            context.emit_event_sync(Shutdown(reason="SIGTERM"))
+
+        with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+
+    def _at_exit(self) -> None:
+        # The interpreter is exiting without a Shutdown event (launch cancelled by SIGTERM).
+        self._stop.set()
+        if self._up_done.is_set():
+            self._teardown_once()
+
+    def _teardown_once(self) -> None:
+        # Shutdown handler and supervision thread may both get here; the second waits for the first.
+        with self._teardown_lock:
+            if self._torn_down or self._deployment is None:
+                return
+            self._deployment.down()
+            self._torn_down = True
 
     @staticmethod
     def _emit(context: Any, loop: asyncio.AbstractEventLoop, event: Any) -> None:

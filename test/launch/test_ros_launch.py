@@ -26,7 +26,14 @@ pytest.importorskip("launch_ros")
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "sensor_msgs/msg/Image"
 # ros2cli's entry point, run by this interpreter so the ROS tools see the venv's packages.
-ROS2 = [sys.executable, "-c", "import sys; from ros2cli.cli import main; sys.exit(main())"]
+# SIGINT is reset first: a shell running this in the background starts children with SIGINT
+# ignored, and launch's Ctrl-C handling then never sees it.
+ROS2 = [
+    sys.executable,
+    "-c",
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from ros2cli.cli import main; sys.exit(main())",
+]
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +191,30 @@ def test_cloud_node_bad_topic_fails_before_anything_starts(ros_env: dict[str, st
     assert "Traceback" not in result.stderr
     listed = _fogdist(ros_env, "list", "--json")
     assert json.loads(listed.stdout) == []
+
+
+def test_sigterm_to_launch_still_tears_the_deployment_down(ros_env: dict[str, str]) -> None:
+    """launch cancels itself on SIGTERM without a Shutdown event; nothing may be left running."""
+    launch = subprocess.Popen(
+        [*ROS2, "launch", "fogros_dist", "offload_edge_detector.launch.py"],
+        env=ros_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(launch.stdout or []), daemon=True)
+    reader.start()
+    try:
+        _wait_until_listed(ros_env, launch, output)
+        launch.send_signal(signal.SIGTERM)
+        launch.wait(timeout=30)
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait()
+        reader.join(timeout=5)
+    text = "".join(output)
+    assert "deployment edge-offload is down" in text, text
+    assert json.loads(_fogdist(ros_env, "list", "--json").stdout) == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import queue
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,6 +51,21 @@ def _matched(publisher: object, count: int = 1) -> Callable[[], bool]:
     return lambda: publisher.matched_count() >= count  # type: ignore[attr-defined]
 
 
+def _deliver(publisher: object, inbox: Inbox, cdr: bytes, *, attempts: int) -> None:
+    """Publish ``cdr`` until the machine side receives it (late copies of earlier ones skipped)."""
+    for _ in range(attempts):
+        publisher.publish(cdr)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + (TIMEOUT if attempts == 1 else 0.5)
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if inbox.get(timeout=left) == cdr:
+                    return
+            except queue.Empty:
+                break
+    msg = f"{cdr!r} never reached the machine side after {attempts} attempt(s)"
+    raise AssertionError(msg)
+
+
 @pytest.mark.parametrize(
     "qos",
     [QosSpec(), QosSpec(reliability="best_effort", depth=5), QosSpec(durability="transient_local", depth=1)],
@@ -67,20 +84,25 @@ def test_robot_to_machine_bytes_equal_rosbags_and_are_counted(
     assert wait_for(lambda: subscription.matched_count() == 1)
 
     sent = [string_cdr(types, text) for text in ("hello", "hello world", "", "ünïcode ✓")]
+    # Best effort may drop a sample on a loaded machine: there the test resends until it arrives.
+    best_effort = qos.reliability == "best_effort"
     for cdr in sent:
-        publisher.publish(cdr)
-        assert inbox.get() == cdr
+        _deliver(publisher, inbox, cdr, attempts=20 if best_effort else 1)
 
     out = _topic_stats(link.robot.bridge, "/chatter", "outbound")
-    assert out["messages"] == 4
-    assert out["bytes"] == sum(map(len, sent))
-    assert wait_for(lambda: _topic_stats(link.machine.bridge, "/chatter", "inbound")["messages"] == 4)
+    into_wanted = out["messages"] if not best_effort else len(sent)
+    assert wait_for(
+        lambda: _topic_stats(link.machine.bridge, "/chatter", "inbound")["messages"] >= into_wanted
+    )
     into = _topic_stats(link.machine.bridge, "/chatter", "inbound")
-    assert into["bytes"] == sum(map(len, sent))
-    assert into["dropped_malformed"] == into["dropped_other"] == into["lost"] == 0
+    assert into["dropped_malformed"] == into["dropped_other"] == 0
     latency = into["latency_ms"]
     assert isinstance(latency, dict)
-    assert latency["samples"] == 4
+    assert latency["samples"] >= len(sent)
+    if not best_effort:
+        assert out["messages"] == into["messages"] == len(sent)
+        assert out["bytes"] == into["bytes"] == sum(map(len, sent))
+        assert into["lost"] == 0
     assert 0 < latency["median"] <= latency["p99"] < 1000
 
 
