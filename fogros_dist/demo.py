@@ -13,9 +13,7 @@ trained first (about half a minute on two cores, once) and cached there.
 
 from __future__ import annotations
 
-import os
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fogros_dist.deploy.engine import Deployment, Stage
+from fogros_dist.deploy.robot_graph import isolate_robot_graph
 from fogros_dist.deploy.state import StateStore
 from fogros_dist.errors import DeploymentError
 from fogros_dist.providers.base import OutputSink
@@ -248,7 +247,7 @@ def run_demo(
     model_dir = model_dir or default_model_dir()
     model_path, metrics, trained = ensure_model(model_dir, report=report, training=training)
     store = store or StateStore()
-    robot_domain = _robot_loopback_graph(store)
+    robot_domain = isolate_robot_graph(store, prefix="fogros-demo-")
     spec = demo_spec("demo", model_dir=model_dir)
     robot = _RobotSide(distro=spec.distro)
     scenes = [
@@ -385,21 +384,6 @@ def _draw(robot: _RobotSide, scenes: list[Any], images: list[Any], path: Path) -
         return None
     draw_panels(panels, path=path, scale=3)
     return path.resolve()
-
-
-def _robot_loopback_graph(store: StateStore) -> int:
-    """Pick a free robot domain and keep the robot's DDS on loopback: nothing leaves this machine."""
-    from fogros_dist.ros.cyclone_config import loopback_config
-
-    with store.locked():
-        used = store.used_domain_ids()
-    robot_domain = next(d for d in range(1, 100) if d not in used)
-    config = Path(tempfile.mkdtemp(prefix="fogros-demo-")) / "cyclonedds.xml"
-    config.write_text(loopback_config(robot_domain))
-    # The robot bridge (a child process) inherits these.
-    os.environ["CYCLONEDDS_URI"] = f"file://{config}"
-    os.environ["ROS_DOMAIN_ID"] = str(robot_domain)
-    return robot_domain
 
 
 def _read_stats(deployment: Deployment) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fogros_dist.deploy.engine import Deployment, Stage
+from fogros_dist.deploy.robot_graph import isolate_robot_graph
 from fogros_dist.deploy.state import StateStore
 from fogros_dist.errors import DeploymentError
 from fogros_dist.providers.local.process import LocalProcess
@@ -151,20 +152,6 @@ def _measure(workload: Workload, graph: Any, requests: list[BenchRequest], phase
     return result
 
 
-def _robot_graph_env(store: StateStore) -> int:
-    """A free robot domain on a loopback-only DDS config, for this process and its children."""
-    from fogros_dist.ros.cyclone_config import loopback_config
-
-    with store.locked():
-        used = store.used_domain_ids()
-    domain = next(d for d in range(1, 100) if d not in used)
-    config = Path(tempfile.mkdtemp(prefix="fogros-bench-")) / "cyclonedds.xml"
-    config.write_text(loopback_config(domain))
-    os.environ["CYCLONEDDS_URI"] = f"file://{config}"
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    return domain
-
-
 def run_bench(
     workload: Workload,
     *,
@@ -179,7 +166,7 @@ def run_bench(
     from fogros_dist.ros.dds import DdsGraph
 
     store = store or StateStore()
-    domain = _robot_graph_env(store)
+    domain = isolate_robot_graph(store, prefix="fogros-bench-")
     batch = list(workload.bench_requests(count=requests + 1, seed=seed))
     node_args = workload.node_arguments(model_dir)
     bench = WorkloadBench(workload=workload.name, requests=requests)

@@ -74,6 +74,22 @@ def _fogdist(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+def _start_launch(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """`ros2 launch fogros_dist offload_edge_detector.launch.py`, its output collected as it comes."""
+    launch = subprocess.Popen(
+        [*ROS2, "launch", "fogros_dist", "offload_edge_detector.launch.py"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(launch.stdout or []), daemon=True)
+    reader.start()
+    return launch, output, reader
+
+
 def _wait_until_listed(env: dict[str, str], launch: subprocess.Popen[str], output: list[str]) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -128,17 +144,7 @@ def _edges_round_trip(robot_domain: int, output: list[str]) -> object:
 
 
 def test_ros2_launch_offloads_and_ros2_fogdist_lists_it(ros_env: dict[str, str], robot_domain: int) -> None:
-    launch = subprocess.Popen(
-        [*ROS2, "launch", "fogros_dist", "offload_edge_detector.launch.py"],
-        env=ros_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(launch.stdout or []), daemon=True)
-    reader.start()
+    launch, output, reader = _start_launch(ros_env)
     try:
         _wait_until_listed(ros_env, launch, output)
         human = _fogdist(ros_env, "list").stdout
@@ -195,17 +201,7 @@ def test_cloud_node_bad_topic_fails_before_anything_starts(ros_env: dict[str, st
 
 def test_sigterm_to_launch_still_tears_the_deployment_down(ros_env: dict[str, str]) -> None:
     """launch cancels itself on SIGTERM without a Shutdown event; nothing may be left running."""
-    launch = subprocess.Popen(
-        [*ROS2, "launch", "fogros_dist", "offload_edge_detector.launch.py"],
-        env=ros_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(launch.stdout or []), daemon=True)
-    reader.start()
+    launch, output, reader = _start_launch(ros_env)
     try:
         _wait_until_listed(ros_env, launch, output)
         launch.send_signal(signal.SIGTERM)
