@@ -62,6 +62,9 @@ class GraspWorkload:
         )
         parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
         parser.add_argument(
+            "--device", default="auto", help="auto (the GPU where present, else the CPU), cpu or cuda"
+        )
+        parser.add_argument(
             "--out", type=Path, default=None, help=f"model file (default {default_model_dir() / MODEL_FILE})"
         )
 
@@ -83,6 +86,7 @@ class GraspWorkload:
             seed=args.seed,
             plan_images=args.plan_images,
             threads=args.threads,
+            device=args.device,
             out=args.out or default_model_dir() / MODEL_FILE,
         )
         _model, metrics = run_training(settings, report=report)
@@ -141,6 +145,7 @@ def training_settings(
     plan_images: int,
     threads: int,
     out: Path | None,
+    device: str = "auto",
 ) -> GraspTraining:
     """Validate training options and build the :class:`~.train.GraspTraining` run.
 
@@ -173,6 +178,7 @@ def training_settings(
         optim=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed),
         threads=threads,
         out=out,
+        device=device,
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fogros_dist.workloads.device import resolve_device
 from fogros_dist.workloads.grasp.dataset import (
     TEST_SPLIT,
     TRAIN_SPLIT,
@@ -101,6 +102,7 @@ def train_model(
         optimizer, max_lr=config.learning_rate, total_steps=max(1, config.epochs * steps_per_epoch) + 1
     )
     loss_fn = nn.BCEWithLogitsLoss()
+    device = next(model.parameters()).device
     losses: list[float] = []
     model.train()
     for epoch in range(config.epochs):
@@ -111,7 +113,9 @@ def train_model(
         order = torch.as_tensor(list(sampler), dtype=torch.long)
         total, seen = 0.0, 0
         for first in range(0, order.shape[0], config.batch_size):
-            patches, depths, labels = dataset.batch(order[first : first + config.batch_size])
+            patches, depths, labels = (
+                t.to(device) for t in dataset.batch(order[first : first + config.batch_size])
+            )
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(patches, depths), labels)
             loss.backward()
@@ -220,6 +224,8 @@ class GraspTraining:
     cem: CemConfig = field(default_factory=CemConfig)
     out: Path | None = None
     threads: int = 0
+    # "auto": the GPU where torch sees one, else the CPU (see workloads/device.py).
+    device: str = "auto"
 
 
 def run_training(settings: GraspTraining, *, report: Report) -> tuple[GQCNN, dict[str, float]]:
@@ -251,10 +257,14 @@ def run_training(settings: GraspTraining, *, report: Report) -> tuple[GQCNN, dic
         f"data: {len(train_samples)} training grasps ({train_samples.labels.mean():.0%} robust), "
         f"{len(test_samples)} held-out, in {data_seconds:.1f} s"
     )
-    model = GQCNN(settings.model)
+    device = resolve_device(settings.device)
+    report(f"train: on {device}")
+    model = GQCNN(settings.model).to(device)
     train_started = time.perf_counter()
     dataset = GraspDataset(train_samples, augment=True, seed=settings.optim.seed)
     losses = train_model(model, dataset, config=settings.optim, report=report)
+    # Evaluation, planning and the saved file are on the CPU, where the node serves by default.
+    model = model.to("cpu")
     train_seconds = time.perf_counter() - train_started
     held = classifier_metrics(model, test_samples)
     seen = classifier_metrics(model, train_samples)

@@ -74,10 +74,11 @@ def chunk_loss(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 @torch.no_grad()
 def _evaluate(model: nn.Module, data: ChunkDataset, batch_size: int) -> float:
     total, count = 0.0, 0.0
+    device = next(model.parameters()).device
     for start in range(0, len(data), batch_size):
-        obs = data.observations[start : start + batch_size]
-        act = data.actions[start : start + batch_size]
-        mask = data.mask[start : start + batch_size]
+        obs = data.observations[start : start + batch_size].to(device)
+        act = data.actions[start : start + batch_size].to(device)
+        mask = data.mask[start : start + batch_size].to(device)
         valid = float(mask.sum()) * act.shape[-1]
         total += float(chunk_loss(model(obs), act, mask)) * valid
         count += valid
@@ -112,6 +113,7 @@ def train_policy(
     order = sampler if sampler is not None else RandomSampler(range(len(train)), generator=generator)
     batches = BatchSampler(order, batch_size=config.batch_size, drop_last=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    device = next(model.parameters()).device
     total_steps = config.epochs * len(batches)
     min_lr = 0.05 * config.lr
     t0 = time.monotonic()
@@ -128,7 +130,11 @@ def train_policy(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             index = torch.as_tensor(indices)
-            loss = chunk_loss(model(train.observations[index]), train.actions[index], train.mask[index])
+            loss = chunk_loss(
+                model(train.observations[index].to(device)),
+                train.actions[index].to(device),
+                train.mask[index].to(device),
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()

@@ -84,6 +84,9 @@ class PolicyWorkload:
         model.add_argument("--batch-size", type=_positive, default=256, help="samples per step (256)")
         model.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (2e-3)")
         model.add_argument(
+            "--device", default="auto", help="auto (the GPU where present, else the CPU), cpu or cuda"
+        )
+        model.add_argument(
             "--threads",
             type=_positive,
             default=1,
@@ -134,6 +137,7 @@ class PolicyWorkload:
     ) -> dict[str, float]:
         import torch
 
+        from fogros_dist.workloads.device import resolve_device
         from fogros_dist.workloads.policy.dataset import (
             DEFAULT_MAPPING,
             ChunkDataset,
@@ -181,7 +185,9 @@ class PolicyWorkload:
             layers=args.layers,
         )
         torch.manual_seed(args.seed)  # initial weights too: one seed, one model, in any process
-        model = ChunkPolicy(config, normalizer)
+        device = resolve_device(args.device)
+        report(f"training on {device}")
+        model = ChunkPolicy(config, normalizer).to(device)
         result = train_policy(
             model,
             train=train_set,
@@ -189,6 +195,8 @@ class PolicyWorkload:
             config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed),
             report=lambda line: report(f"  {line}"),
         )
+        # Rollouts, serving and the saved file use the CPU.
+        model = model.to("cpu")
         execute = args.execute or args.chunk
         report(
             f"evaluating over {args.eval_episodes} rollouts each "
