@@ -56,12 +56,12 @@ from fogros_dist.providers.aws.heartbeat import Heartbeat
 from fogros_dist.providers.aws.images import ImageRecord, find_image, record_image
 from fogros_dist.providers.aws.pricing import CostEstimate, estimate_cost
 from fogros_dist.providers.aws.userdata import generate_host_key, known_hosts_line, user_data
-from fogros_dist.providers.base import Capabilities, ProcessSpec, Provider, ProvisionContext
+from fogros_dist.providers.base import Capabilities, Provider, ProvisionContext
+from fogros_dist.providers.remote_verbs import RemoteMachineVerbs
 from fogros_dist.remote.machine import ENV_PREFIX, RemoteMachines, RemoteSettings
-from fogros_dist.remote.process import RemoteProcess
 from fogros_dist.remote.runner import RetryPolicy
 from fogros_dist.remote.target import SSHTarget
-from fogros_dist.spec import Host, MachineSpec, ProcessRecord
+from fogros_dist.spec import Host, MachineSpec
 
 __all__ = ["AWSProvider", "AwsRef", "LaunchedInstance", "SshEndpoint"]
 
@@ -160,7 +160,7 @@ class LaunchedInstance:
         )
 
 
-class AWSProvider:
+class AWSProvider(RemoteMachineVerbs):
     """EC2 machines (on-demand or spot), bridged over SSH like any remote host."""
 
     name: ClassVar[str] = "aws"
@@ -383,34 +383,6 @@ class AWSProvider:
             )
             raise ProvisionError(msg)
         return image
-
-    # -- on the machine: the SSH layer ----------------------------------------------------------
-
-    def prepare(self, host: Host, ctx: ProvisionContext) -> None:
-        """Install the runtime (unless cached) while pushing the workspace (SSH layer)."""
-        self._machines.prepare(host, workspace=ctx.workspace, progress=ctx.progress)
-
-    def resolve_node(self, host: Host, *, package: str, executable: str) -> tuple[str, ...]:
-        """Resolve the executable on the instance (SSH layer)."""
-        return self._machines.resolve_node(host, package=package, executable=executable)
-
-    def bridge_argv(self, host: Host, spec_path: Path) -> tuple[str, ...]:
-        """The machine bridge, run by the instance's runtime venv (SSH layer)."""
-        return self._machines.bridge_argv(host, spec_path)
-
-    def upload(self, host: Host, local: Path, remote_name: str) -> Path:
-        """Copy a file into the machine's working directory (SSH layer)."""
-        return self._machines.upload(host, local, remote_name)
-
-    def start(self, host: Host, process: ProcessSpec) -> RemoteProcess:
-        """Start a supervised process on the instance (SSH layer)."""
-        return self._machines.start(
-            host, role=process.role, name=process.name, argv=process.argv, env=process.env
-        )
-
-    def attach(self, host: Host, record: ProcessRecord) -> RemoteProcess:
-        """A handle on a process started earlier, possibly by another supervisor (SSH layer)."""
-        return self._machines.attach(host, record)
 
     # -- teardown and images ---------------------------------------------------------------------
 

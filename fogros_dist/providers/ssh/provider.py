@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from fogros_dist.errors import ProvisionError
-from fogros_dist.providers.base import Capabilities, ProcessSpec, Provider, ProvisionContext
+from fogros_dist.providers.base import Capabilities, Provider, ProvisionContext
+from fogros_dist.providers.remote_verbs import RemoteMachineVerbs
 from fogros_dist.providers.ssh.options import SSHOptions, parse_options
 from fogros_dist.remote.machine import RemoteMachines
-from fogros_dist.remote.process import RemoteProcess
 from fogros_dist.remote.runner import RetryPolicy
 from fogros_dist.remote.target import resolve_target
-from fogros_dist.spec import Host, MachineSpec, ProcessRecord
+from fogros_dist.spec import Host, MachineSpec
 
 __all__ = ["SSHProvider"]
 
@@ -28,7 +28,7 @@ __all__ = ["SSHProvider"]
 _DOMAIN_RANGE = range(120, 233)
 
 
-class SSHProvider:
+class SSHProvider(RemoteMachineVerbs):
     """Machines reached over SSH; see the module docstring."""
 
     name: ClassVar[str] = "ssh"
@@ -71,32 +71,6 @@ class SSHProvider:
             domain_id=_pick_domain(machine.name, options, ctx.used_domain_ids),
             progress=ctx.progress,
         )
-
-    def prepare(self, host: Host, ctx: ProvisionContext) -> None:
-        """Install the runtime (unless cached) while pushing ``ctx.workspace`` (only changes)."""
-        self._machines.prepare(host, workspace=ctx.workspace, progress=ctx.progress)
-
-    def resolve_node(self, host: Host, *, package: str, executable: str) -> tuple[str, ...]:
-        """Resolve the executable on the host; MissingExecutable naming where it looked."""
-        return self._machines.resolve_node(host, package=package, executable=executable)
-
-    def bridge_argv(self, host: Host, spec_path: Path) -> tuple[str, ...]:
-        """The machine bridge, run by the host's runtime venv."""
-        return self._machines.bridge_argv(host, spec_path)
-
-    def upload(self, host: Host, local: Path, remote_name: str) -> Path:
-        """Copy a file into the host's working directory."""
-        return self._machines.upload(host, local, remote_name)
-
-    def start(self, host: Host, process: ProcessSpec) -> RemoteProcess:
-        """Start a supervised process on the host (its own session, output to files there)."""
-        return self._machines.start(
-            host, role=process.role, name=process.name, argv=process.argv, env=process.env
-        )
-
-    def attach(self, host: Host, record: ProcessRecord) -> RemoteProcess:
-        """A handle on a process started earlier, possibly by another supervisor."""
-        return self._machines.attach(host, record)
 
     def terminate(self, host: Host) -> None:
         """Stop leftovers, remove the DDS config, close the connection; the host itself stays."""
