@@ -44,8 +44,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "test" / "remote"))
+sys.path.insert(0, str(ROOT / "test"))
 
-from sshlab import LabHost, SSHLab, lab_unavailable  # noqa: E402
+from e2e_helpers import edge_deployment  # noqa: E402
+from sshlab import LabHost, SSHLab, lab_unavailable, ssh_options  # noqa: E402
 
 from fogros_dist.deploy.engine import Deployment, Stage  # noqa: E402
 from fogros_dist.deploy.state import StateStore  # noqa: E402
@@ -55,7 +57,7 @@ from fogros_dist.remote.sync import SyncStats  # noqa: E402
 from fogros_dist.remote.target import resolve_target  # noqa: E402
 from fogros_dist.remote.wheelhouse import TargetPython, ensure_wheelhouse, runtime_requirements  # noqa: E402
 from fogros_dist.ros.cyclone_config import apply_loopback_config  # noqa: E402
-from fogros_dist.spec import DeploymentSpec, MachineSpec, NodeSpec, TopicSpec  # noqa: E402
+from fogros_dist.spec import DeploymentSpec, MachineSpec  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "provision.json"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -64,7 +66,6 @@ RATE_BPS = 50e6
 TC = ["tbf", "rate", "50mbit", "burst", "32kbit", "latency", "400ms"]
 COLD_TARGET = 1.3
 WARM_TARGET_S = 3.0
-IMAGE = "sensor_msgs/msg/Image"
 # The robot's DDS domain: high, so a lab's everyday domains (0..) are not disturbed.
 ROBOT_DOMAIN = random.Random(os.getpid()).randrange(200, 233)
 
@@ -134,30 +135,9 @@ def make_workspace(root: Path, *, files: int, total_bytes: int, seed: int = 7) -
 
 
 def spec_for(name: str, host: LabHost, lab: SSHLab, known_hosts: Path, workspace: Path) -> DeploymentSpec:
-    options = {
-        "host": host.address,
-        "port": host.port,
-        "user": "root",
-        "identity_file": str(lab.client_key),
-        "known_hosts": str(known_hosts),
-        "ssh_config": str(lab.root / "no-ssh-config"),
-        "remote_dir": host.remote_dir,
-    }
-    return DeploymentSpec(
-        name=name,
-        machines=(MachineSpec(name="gpu", provider="ssh", options=tuple(sorted(options.items()))),),
-        nodes=(
-            NodeSpec(
-                name="edges",
-                package="fogros_dist",
-                executable="edge_detector",
-                machine="gpu",
-                topics_in=(TopicSpec(name="/camera/image", type=IMAGE),),
-                topics_out=(TopicSpec(name="/camera/edges", type=IMAGE),),
-            ),
-        ),
-        workspace=str(workspace),
-    )
+    options = ssh_options(lab, host, known_hosts)
+    machine = MachineSpec(name="gpu", provider="ssh", options=tuple(sorted(options.items())))
+    return edge_deployment(name, machine, workspace=str(workspace))
 
 
 def shape(host: LabHost) -> None:

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from e2e_helpers import edges_round_trip
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
 pytest.importorskip("launch_ros")
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = "sensor_msgs/msg/Image"
 # ros2cli's entry point, run by this interpreter so the ROS tools see the venv's packages.
 # SIGINT is reset first: a shell running this in the background starts children with SIGINT
 # ignored, and launch's Ctrl-C handling then never sees it.
@@ -102,47 +102,6 @@ def _wait_until_listed(env: dict[str, str], launch: subprocess.Popen[str], outpu
         time.sleep(0.5)
 
 
-def _edges_round_trip(robot_domain: int, output: list[str]) -> object:
-    """Publish a small image on the robot's graph; return the decoded reply from the cloud node."""
-    from fogros_dist.ros.dds import DdsGraph
-    from fogros_dist.ros.types import MessageTypes
-    from fogros_dist.spec import TopicSpec
-
-    types = MessageTypes("jazzy")
-    image = types.message_class(IMAGE)
-    header = types.message_class("std_msgs/msg/Header")
-    stamp = types.message_class("builtin_interfaces/msg/Time")
-    frame = np.zeros((8, 8), dtype=np.uint8)
-    frame[2:6, 2:6] = 200
-    msg = image(
-        header=header(stamp=stamp(sec=1, nanosec=2), frame_id="cam"),
-        height=8,
-        width=8,
-        encoding="mono8",
-        is_bigendian=0,
-        step=8,
-        data=frame.reshape(-1),
-    )
-    got = threading.Event()
-    replies: list[bytes] = []
-
-    def on_edges(cdr: bytes) -> None:
-        replies.append(cdr)
-        got.set()
-
-    graph = DdsGraph(robot_domain, distro="jazzy")
-    try:
-        pub = graph.publisher(TopicSpec(name="/camera/image", type=IMAGE))
-        graph.subscribe(TopicSpec(name="/camera/edges", type=IMAGE), on_edges)
-        deadline = time.monotonic() + 30
-        while not got.wait(0.2):
-            assert time.monotonic() < deadline, "".join(output)
-            pub.publish(types.serialize(IMAGE, msg))
-    finally:
-        graph.close()
-    return types.deserialize(IMAGE, replies[0])
-
-
 def test_ros2_launch_offloads_and_ros2_fogdist_lists_it(ros_env: dict[str, str], robot_domain: int) -> None:
     launch, output, reader = _start_launch(ros_env)
     try:
@@ -150,7 +109,7 @@ def test_ros2_launch_offloads_and_ros2_fogdist_lists_it(ros_env: dict[str, str],
         human = _fogdist(ros_env, "list").stdout
         assert "edge-offload" in human
         assert "gpu:local@127.0.0.1" in human
-        reply: Any = _edges_round_trip(robot_domain, output)
+        reply: Any = edges_round_trip(robot_domain, context=lambda: "".join(output))
         assert reply.encoding == "mono8"
         assert reply.header.frame_id == "cam"
         assert int(np.asarray(reply.data).max()) == 255

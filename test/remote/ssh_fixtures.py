@@ -13,11 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sshlab import LabHost, SSHLab, acquire_lab, lab_unavailable, release_lab
+from sshlab import LabHost, SSHLab, acquire_lab, lab_unavailable, release_lab, ssh_options
 
 from fogros_dist.remote.runner import RetryPolicy
 from fogros_dist.remote.target import SSHTarget, resolve_target
-from fogros_dist.spec import OptionValue
 
 __all__ = [
     "FAST_RETRY",
@@ -101,21 +100,3 @@ def make_target(lab: SSHLab, host: LabHost, known_hosts: Path, **overrides: obje
     }
     options.update(overrides)
     return resolve_target(**options)  # type: ignore[arg-type]
-
-
-def ssh_options(
-    lab: SSHLab, host: LabHost, known_hosts: Path, **extra: OptionValue
-) -> dict[str, OptionValue]:
-    """Provider ``ssh`` machine options reaching ``host`` as root with the lab's key (no SSH config
-    is read; fogros_dist's directory there is the host's own)."""
-    options: dict[str, OptionValue] = {
-        "host": host.address,
-        "port": host.port,
-        "user": "root",
-        "identity_file": str(lab.client_key),
-        "known_hosts": str(known_hosts),
-        "ssh_config": str(lab.root / "no-ssh-config"),
-        "remote_dir": host.remote_dir,
-    }
-    options.update(extra)
-    return options

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fogros_dist.spec import OptionValue
+
 __all__ = ["LabHost", "SSHLab", "acquire_lab", "lab_unavailable", "release_lab"]
 
 SSHD = "/usr/sbin/sshd"
@@ -390,3 +392,21 @@ def release_lab() -> None:
         if users <= 0 and isinstance(lab, SSHLab):
             lab.close()
             _shared.clear()
+
+
+def ssh_options(
+    lab: SSHLab, host: LabHost, known_hosts: Path, **extra: OptionValue
+) -> dict[str, OptionValue]:
+    """Provider ``ssh`` machine options reaching ``host`` as root with the lab's key (no SSH config
+    is read; fogros_dist's directory there is the host's own)."""
+    options: dict[str, OptionValue] = {
+        "host": host.address,
+        "port": host.port,
+        "user": "root",
+        "identity_file": str(lab.client_key),
+        "known_hosts": str(known_hosts),
+        "ssh_config": str(lab.root / "no-ssh-config"),
+        "remote_dir": host.remote_dir,
+    }
+    options.update(extra)
+    return options

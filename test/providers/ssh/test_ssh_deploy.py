@@ -5,13 +5,12 @@ remote edge_detector through DDS on both sides."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from e2e_helpers import edge_deployment, edges_round_trip
 from ssh_fixtures import FAST_RETRY, ssh_options
 from sshlab import LabHost, SSHLab
 
@@ -22,68 +21,14 @@ from fogros_dist.providers.base import ProvisionContext
 from fogros_dist.providers.local.process import process_alive
 from fogros_dist.providers.ssh import SSHProvider
 from fogros_dist.remote import selfwheel
-from fogros_dist.spec import DeploymentSpec, MachineSpec, NodeSpec, OptionValue, TopicSpec
+from fogros_dist.spec import DeploymentSpec, MachineSpec, OptionValue
 
 pytestmark = pytest.mark.netns
 
-IMAGE = "sensor_msgs/msg/Image"
-
 
 def _spec(name: str, options: dict[str, OptionValue], workspace: Path | None = None) -> DeploymentSpec:
-    return DeploymentSpec(
-        name=name,
-        machines=(MachineSpec(name="gpu", provider="ssh", options=tuple(sorted(options.items()))),),
-        nodes=(
-            NodeSpec(
-                name="edges",
-                package="fogros_dist",
-                executable="edge_detector",
-                machine="gpu",
-                topics_in=(TopicSpec(name="/camera/image", type=IMAGE),),
-                topics_out=(TopicSpec(name="/camera/edges", type=IMAGE),),
-            ),
-        ),
-        workspace=str(workspace or ""),
-    )
-
-
-def _edges_round_trip(robot_domain: int) -> Any:
-    """Publish a small image on the robot's graph; return the decoded reply from the SSH host."""
-    from fogros_dist.ros.dds import DdsGraph
-    from fogros_dist.ros.types import MessageTypes
-
-    types = MessageTypes("jazzy")
-    frame = np.zeros((8, 8), dtype=np.uint8)
-    frame[2:6, 2:6] = 200
-    msg = types.message_class(IMAGE)(
-        header=types.message_class("std_msgs/msg/Header")(
-            stamp=types.message_class("builtin_interfaces/msg/Time")(sec=1, nanosec=2), frame_id="cam"
-        ),
-        height=8,
-        width=8,
-        encoding="mono8",
-        is_bigendian=0,
-        step=8,
-        data=frame.reshape(-1),
-    )
-    got = threading.Event()
-    replies: list[bytes] = []
-
-    def on_edges(cdr: bytes) -> None:
-        replies.append(cdr)
-        got.set()
-
-    graph = DdsGraph(robot_domain, distro="jazzy")
-    try:
-        pub = graph.publisher(TopicSpec(name="/camera/image", type=IMAGE))
-        graph.subscribe(TopicSpec(name="/camera/edges", type=IMAGE), on_edges)
-        deadline = time.monotonic() + 30
-        while not got.wait(0.2):
-            assert time.monotonic() < deadline, "no reply from the SSH host"
-            pub.publish(types.serialize(IMAGE, msg))
-    finally:
-        graph.close()
-    return types.deserialize(IMAGE, replies[0])
+    machine = MachineSpec(name="gpu", provider="ssh", options=tuple(sorted(options.items())))
+    return edge_deployment(name, machine, workspace=str(workspace or ""))
 
 
 def _netns(pid: int) -> str:
@@ -130,7 +75,7 @@ def test_up_offloads_to_the_ssh_host_then_a_second_up_installs_and_pushes_nothin
         assert process_alive(node)
         assert alpha.sshd is not None
         assert _netns(node.pid) == _netns(alpha.sshd.pid) != _netns(os.getpid())
-        reply = _edges_round_trip(robot_domain)
+        reply = edges_round_trip(robot_domain)
         assert reply.encoding == "mono8"
         assert reply.header.frame_id == "cam"
         assert int(np.asarray(reply.data).max()) == 255
@@ -142,7 +87,7 @@ def test_up_offloads_to_the_ssh_host_then_a_second_up_installs_and_pushes_nothin
         # and the supervisor reconnects to watch and stop them.
         assert alpha.kill_sessions() >= 1
         assert process_alive(node)
-        assert int(np.asarray(_edges_round_trip(robot_domain).data).max()) == 255
+        assert int(np.asarray(edges_round_trip(robot_domain).data).max()) == 255
         # A fresh provider (a new connection) finds it from its record alone.
         assert SSHProvider().attach(host, node).poll() is None
     finally:
