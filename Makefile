@@ -4,9 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# A ROS 2 installation at the standard place is sourced for the tests that need ROS 2 itself;
-# without one those tests skip.
-ROS_SETUP ?= $(firstword $(wildcard /opt/ros/jazzy/setup.bash /opt/ros/humble/setup.bash))
+# A ROS 2 installation at the standard place is sourced for the tests that need ROS 2 itself
+# (the one named by $ROS_DISTRO first); without one those tests skip.
+ROS_SETUP ?= $(firstword $(wildcard $(if $(ROS_DISTRO),/opt/ros/$(ROS_DISTRO)/setup.bash) \
+	/opt/ros/kilted/setup.bash /opt/ros/jazzy/setup.bash /opt/ros/humble/setup.bash))
 WITH_ROS := $(if $(ROS_SETUP),source $(ROS_SETUP) &&,)
 # Debian packages the tests use: network namespaces and tc (iproute2), OpenSSH servers and rsync
 # for the SSH hosts, cloud-init's schema validator for cloud_images/.
@@ -18,7 +19,7 @@ all: test
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py setup.cfg
+$(STAMP): requirements.txt requirements-build.txt requirements-dev.txt setup.py setup.cfg
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements-dev.txt

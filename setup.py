@@ -15,7 +15,8 @@ setup(
     package_data={PACKAGE: ["py.typed", "providers/aws/prices.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
+        # The pinned runtime, for `ros2 run fogros_dist install_runtime` and the machines' wheels.
+        (f"share/{PACKAGE}", ["package.xml", "requirements.txt", "requirements-build.txt"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
     ],
     python_requires=">=3.10",
@@ -28,6 +29,8 @@ setup(
     entry_points={
         "console_scripts": [
             "fogros-dist = fogros_dist.cli.main:main",
+            # Installs the pinned runtime into the Python it runs on (ROS 2's, after colcon build).
+            "install_runtime = fogros_dist.install_runtime:main",
             # Node executables: `ros2 run fogros_dist <name>`, or CloudNode(executable=<name>).
             "edge_detector = fogros_dist.nodes.edge_detector:main",
             "grasp_planner = fogros_dist.workloads.grasp.node:main",

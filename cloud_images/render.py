@@ -12,6 +12,7 @@ Run it after changing requirements.txt or install.sh (test/cloud_images fails un
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +50,8 @@ def requirement_lines(text: str) -> list[str]:
 
 def with_pins(install_sh: str, requirements: str) -> str:
     """``install_sh`` with its PINS array replaced by the requirements in ``requirements``."""
-    array = "PINS=(\n" + "".join(f"  {pin}\n" for pin in requirement_lines(requirements)) + ")"
+    # Quoted for bash where needed: a pin with a marker (Python 3.10's numpy) has spaces.
+    array = "PINS=(\n" + "".join(f"  {shlex.quote(pin)}\n" for pin in requirement_lines(requirements)) + ")"
     if not _PINS_ARRAY.search(install_sh):
         msg = f"{INSTALL_SH} has no PINS=( ... ) array to fill"
         raise ValueError(msg)

@@ -26,7 +26,7 @@ from fogros_dist.deploy.robot_graph import isolate_robot_graph
 from fogros_dist.deploy.state import StateStore
 from fogros_dist.errors import DeploymentError
 from fogros_dist.providers.base import OutputSink
-from fogros_dist.spec import DeploymentSpec, MachineSpec, NodeSpec
+from fogros_dist.spec import DeploymentSpec, MachineSpec, NodeSpec, default_distro
 
 if TYPE_CHECKING:
     from fogros_dist.workloads.grasp.train import GraspTraining
@@ -65,13 +65,16 @@ class DemoResult:
     png_path: Path | None = None
 
 
-def demo_spec(name: str, *, model_dir: Path, distro: str = "jazzy") -> DeploymentSpec:
-    """One Local machine running grasp_planner, depth and camera info in, grasps out."""
+def demo_spec(name: str, *, model_dir: Path, distro: str | None = None) -> DeploymentSpec:
+    """One Local machine running grasp_planner, depth and camera info in, grasps out.
+
+    ``distro`` defaults to the sourced ROS 2's (``$ROS_DISTRO``), else jazzy.
+    """
     from fogros_dist.workloads.grasp import WORKLOAD
 
     return DeploymentSpec(
         name=name,
-        distro=distro,
+        distro=distro or default_distro(),
         machines=(MachineSpec(name="gpu", provider="local"),),
         nodes=(
             NodeSpec(

@@ -43,8 +43,14 @@ def AWS(
     endpoint_url: str | None = None,
     bridge_port: int | None = None,
     remote_dir: str | None = None,
+    workspace: str | None = None,
+    torch: bool | None = None,
 ) -> MachineSpec:
     """An EC2 instance (on-demand or spot) that powers itself off when the robot goes silent.
+
+    Without ``ami``/``ami_name`` an NVIDIA GPU instance type (``g5.xlarge``) gets an image with the
+    NVIDIA driver and ROS 2 (see ``fogros_dist.providers.aws.default_image``); ``torch`` (default:
+    when one of its nodes needs it) puts torch in its runtime.
 
     Only the options given are recorded; the provider fills in the rest (see
     ``fogros_dist.providers.aws.config.OPTIONS``) and checks them all when the deployment is planned.
@@ -68,6 +74,8 @@ def AWS(
         "endpoint_url": endpoint_url,
         "bridge_port": bridge_port,
         "remote_dir": remote_dir,
+        "workspace": workspace,
+        "torch": torch,
     }
     return Machine(name, provider="aws", **{k: v for k, v in given.items() if v is not None})
 
@@ -81,6 +89,7 @@ def SSHHost(
     identity_file: str | None = None,
     known_hosts: str | None = None,
     trust_new_host: bool | None = None,
+    proxy_jump: str | None = None,
     remote_dir: str | None = None,
     python: str | None = None,
     bridge_port: int | None = None,
@@ -96,13 +105,19 @@ def SSHHost(
         user, port, identity_file: override the SSH config (defaults: config, then OpenSSH's).
         known_hosts: the file host keys are checked against (default ``~/.ssh/known_hosts``).
         trust_new_host: record an unknown host's key on first contact (default: refuse it; see
-            ``fogros-dist trust``). A changed key is always refused.
+            ``fogros-dist trust``). A changed key is always refused. Applies to every jump host.
+        proxy_jump: jump hosts to go through, as ``ssh -J`` takes them (``"bastion"``,
+            ``"me@bastion:2222,gpu-gw"``; each an address or an SSH config alias; default: the SSH
+            config's ProxyJump; ``"none"`` for none). Every hop's host key is checked like the
+            host's, and the bridge's port is forwarded over the same SSH connection.
         remote_dir: fogros_dist's directory on the host (default ``~/.fogros_dist``).
         python: the host's interpreter for the runtime venv (default ``python3``; 3.10+).
         bridge_port: the bridge's TCP port on the host (default 7447 if free, else any free one).
         ros_setup: ``auto`` (the newest ``/opt/ros/*/setup.bash``), ``none``, or a path on the host.
-        torch: also install torch on the host (default false).
-        options: further provider options (``ssh_config``, ``domain_id``, ``sync``).
+        torch: install torch on the host (default: when one of its nodes needs it, as
+            fogros_dist's grasp_planner and policy_node do).
+        options: further provider options (``ssh_config``, ``domain_id``, ``sync``, ``workspace``:
+            the robot's colcon workspace the nodes' packages come from, default the sourced overlay).
 
     Returns:
         The machine's spec; nothing is contacted until the deployment comes up.
@@ -114,6 +129,7 @@ def SSHHost(
         "identity_file": identity_file,
         "known_hosts": known_hosts,
         "trust_new_host": trust_new_host,
+        "proxy_jump": proxy_jump,
         "remote_dir": remote_dir,
         "python": python,
         "bridge_port": bridge_port,

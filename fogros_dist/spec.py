@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -26,9 +27,12 @@ __all__ = [
     "MachineSpec",
     "NodeSpec",
     "OptionValue",
+    "OutputMode",
     "ProcessRecord",
     "QosSpec",
+    "ShippedFile",
     "TopicSpec",
+    "default_distro",
     "from_json",
     "to_json",
 ]
@@ -38,6 +42,11 @@ Reliability = Literal["reliable", "best_effort"]
 Durability = Literal["volatile", "transient_local"]
 
 T = TypeVar("T")
+
+
+def default_distro() -> str:
+    """The ROS 2 distribution to assume: the sourced one (``$ROS_DISTRO``), else ``jazzy``."""
+    return os.environ.get("ROS_DISTRO", "").strip() or "jazzy"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,22 +96,74 @@ class MachineSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ShippedFile:
+    """A file on the robot that travels with a node to its machine (a parameter file, a model).
+
+    On the machine it lies at ``<node files dir>/<name>``; the node finds that directory in
+    ``$FOGROS_DIST_NODE_FILES``. ``source`` is its absolute path on the robot.
+    """
+
+    name: str
+    source: str
+
+
+OutputMode = Literal["screen", "log", "both"]
+
+
+@dataclass(frozen=True, kw_only=True)
 class NodeSpec:
     """A ROS 2 node to run on a machine, and the topics the bridge carries for it.
 
     ``topics_in`` flow robot -> machine (the node subscribes); ``topics_out`` flow machine -> robot.
+    The command line is built as ``ros2 launch`` builds a ``launch_ros`` Node's: ``[*prefix, exe,
+    *arguments, (--ros-args *ros_arguments), --ros-args, -r __node:=name, (-r __ns:=namespace),
+    --params-file F (each of parameter_files, in order), -p k:=v (parameters), -r from:=to
+    (remappings)]`` (``deploy/node_command.py``).
     """
 
     name: str
     package: str
     executable: str
     machine: str
+    # The node's absolute namespace; "" is the root namespace.
+    namespace: str = ""
     arguments: tuple[str, ...] = ()
+    ros_arguments: tuple[str, ...] = ()
     parameters: tuple[tuple[str, OptionValue], ...] = ()
+    # Names of entries of ``files`` passed as ``--params-file``, in this order.
+    parameter_files: tuple[str, ...] = ()
     remappings: tuple[tuple[str, str], ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    files: tuple[ShippedFile, ...] = ()
+    # Prepended to the node's command on the machine (``prefix="gdb -ex run --args"``), split.
+    prefix: tuple[str, ...] = ()
+    respawn: bool = False
+    respawn_delay: float = 0.0
+    # How many times to respawn; -1 is forever.
+    respawn_max_retries: int = -1
+    # Stopping is ``ros2 launch``'s: SIGINT, SIGTERM after sigterm_timeout, SIGKILL after
+    # sigkill_timeout more.
+    sigterm_timeout: float = 5.0
+    sigkill_timeout: float = 5.0
+    # What reaches the robot's screen (prefixed lines), as launch's output aliases: "screen" and
+    # "both" stream stdout and stderr, "log" only stderr. The machine's log files get everything.
+    output: OutputMode = "both"
+    # The label of the node's process (launch's ``exec_name``): its log files ``<label>.out`` and
+    # ``files/<label>/``, `list`, exit lines. "" derives it from the name (see ``process_name``).
+    exec_name: str = ""
+    # Report the node's final command line as a stage line before it starts (launch's log_cmd).
+    log_cmd: bool = False
     topics_in: tuple[TopicSpec, ...] = ()
     topics_out: tuple[TopicSpec, ...] = ()
+
+    @property
+    def process_name(self) -> str:
+        """The label of the node's process: ``exec_name``, else the node's name, prefixed with its
+        namespace's parts (``robot1.planner`` for ``/robot1/planner``) outside the root namespace."""
+        if self.exec_name:
+            return self.exec_name
+        parts = [p for p in self.namespace.split("/") if p]
+        return ".".join([*parts, self.name])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +206,18 @@ class BridgeRunSpec:
     domain_id: int = 0
     graph: Literal["auto", "dds", "rclpy"] = "auto"
     stats_path: str = ""
+    # The bridge's own ROS node name on its graph (``ros2 node list``); "" lets the graph pick.
+    node_name: str = ""
+    # On the robot side: the offloaded nodes (``/namespace/name``) whose bridged topics this bridge
+    # stands in for, so the robot's ``ros2 node list`` shows them.
+    proxy_nodes: tuple[str, ...] = ()
+    # Which of ``proxy_nodes`` own each topic's endpoint on this graph, as (topic name, nodes), so
+    # ``ros2 node info`` shows each offloaded node with its own topics: an inbound topic's
+    # publisher belongs to the nodes that publish it on the far side (their ``topics_out``), an
+    # outbound topic's subscription to those that subscribe to it there (their ``topics_in``).
+    # A topic not listed belongs to the bridge's own node.
+    inbound_owners: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    outbound_owners: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,8 +228,12 @@ class DeploymentSpec:
     machines: tuple[MachineSpec, ...]
     nodes: tuple[NodeSpec, ...]
     bridge: BridgeSpec = field(default_factory=BridgeSpec)
-    distro: str = "jazzy"
-    # A directory on the robot (a ROS 2 workspace) pushed to every remote machine; "" for none.
+    # Read when the spec is made (a launch file, a deployment file without `distro`), not at import.
+    distro: str = field(default_factory=default_distro)
+    # The robot's colcon workspace whose packages the nodes come from: only the packages the
+    # offloaded nodes need (and their in-workspace dependencies) travel to remote machines, which
+    # build them there. "" finds it from the overlay this process runs in (AMENT_PREFIX_PATH /
+    # COLCON_PREFIX_PATH); a machine's own option ``workspace`` overrides it for that machine.
     workspace: str = ""
 
     def machine(self, name: str) -> MachineSpec:

@@ -16,13 +16,19 @@ PINS=(
   cyclonedds==11.0.1
   eclipse-zenoh==1.10.2
   rosbags==0.11.9
-  numpy==2.4.6
+  'numpy==2.4.6; python_version >= "3.11"'
+  'numpy==2.2.6; python_version < "3.11"'
+  'tomli==2.2.1; python_version < "3.11"'
+  catkin-pkg==1.1.1
+  packaging==26.3
   paramiko==5.1.0
   boto3==1.44.5
   torch==2.13.0
   kiss-icp==1.3.0
-  matplotlib==3.11.2
-  pillow==13.0.0
+  'matplotlib==3.11.2; python_version >= "3.11"'
+  'matplotlib==3.10.9; python_version < "3.11"'
+  'pillow==13.0.0; python_version >= "3.11"'
+  'pillow==12.3.0; python_version < "3.11"'
 )
 PREFIX=/opt/fogros_dist
 VENV="$PREFIX/venv"

@@ -23,7 +23,12 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser("down", help="tear a deployment down (works after a crash too)")
     parser.add_argument("names", nargs="*", help="deployment names")
     parser.add_argument("--all", action="store_true", help="every recorded deployment")
-    parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="bridges: seconds between SIGTERM and SIGKILL (nodes use their own sigterm/sigkill_timeout)",
+    )
     parser.add_argument(
         "--region",
         action="append",

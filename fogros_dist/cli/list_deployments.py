@@ -1,4 +1,4 @@
-"""`fogros-dist list [--region R ...]`: every deployment, its machines, nodes, uptime and cost so far.
+"""`fogros-dist list [--region R ...]`: every deployment, its machines, GPUs, nodes, uptime and cost.
 
 Recorded deployments come from this robot's state store, whatever their provider. With
 ``--region R`` the AWS region is asked too, and fogros_dist instances running there that this robot
@@ -9,6 +9,7 @@ Costs are estimates from the provider's price table (its date is printed), never
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from typing import Any, Protocol, runtime_checkable
@@ -18,7 +19,9 @@ from fogros_dist.deploy.state import DeploymentState, StateStore
 from fogros_dist.errors import FogError
 from fogros_dist.providers.local.process import process_alive
 from fogros_dist.registry import get_provider
-from fogros_dist.spec import MachineSpec
+from fogros_dist.remote.agent import Gpu, describe_gpus, gpus_from_json
+from fogros_dist.remote.target import jumps_from_json
+from fogros_dist.spec import Host, MachineSpec
 
 __all__ = ["CostEstimator", "add_parser", "run"]
 
@@ -66,12 +69,13 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print("no deployments")
         return 0
-    headers = ("NAME", "STATUS", "MACHINES", "NODES", "UPTIME", "COST")
+    headers = ("NAME", "STATUS", "MACHINES", "GPUS", "NODES", "UPTIME", "COST")
     cells = [
         (
             str(r["name"]),
             str(r["status"]),
             ", ".join(r["machines"]),
+            _gpu_cell(r["gpus"]),
             ", ".join(r["nodes"]),
             _duration(r["uptime_s"]),
             str(r["cost"]),
@@ -92,7 +96,12 @@ def _recorded(state: DeploymentState) -> dict[str, Any]:
     return {
         "name": state.spec.name,
         "status": state.status if supervised or state.status == "failed" else f"{state.status} (orphaned)",
-        "machines": [f"{h.machine}:{h.provider}@{h.address}" for h in state.hosts],
+        "machines": [_machine_cell(h) for h in state.hosts],
+        # What each SSH-reached machine's probe saw (Local machines report none).
+        "gpus": {
+            h.machine: [dataclasses.asdict(g) for g in gpus_from_json(_connection(h).get("GPUS", ""))]
+            for h in state.hosts
+        },
         "nodes": [f"{n.name}@{n.machine}" for n in state.spec.nodes],
         "uptime_s": round(uptime, 1),
         "cost": total,
@@ -149,6 +158,7 @@ def _untracked(regions: list[str], *, profile: str, recorded: set[tuple[str, str
                 "name": found.deployment,
                 "status": f"untracked ({found.state}, owner {found.owner or '?'})",
                 "machines": [f"{found.machine}:aws/{found.region}@{found.public_ip or found.instance_id}"],
+                "gpus": {},
                 "nodes": [],
                 "uptime_s": round(uptime, 1),
                 "cost": estimate.text(),
@@ -156,6 +166,31 @@ def _untracked(regions: list[str], *, profile: str, recorded: set[tuple[str, str
             }
         )
     return rows
+
+
+def _connection(host: Host) -> dict[str, str]:
+    # The SSH layer's connection record (FOGROS_SSH_* keys); empty for Local machines.
+    return {k.removeprefix("FOGROS_SSH_"): v for k, v in host.env if k.startswith("FOGROS_SSH_")}
+
+
+def _machine_cell(host: Host) -> str:
+    """``gpu:ssh@10.0.0.5``; a host behind jump hosts by its own address, ``via`` the first one
+    (its Host address is the robot's end of the forwarded bridge port)."""
+    conn = _connection(host)
+    jumps = conn.get("JUMPS", "")
+    if not jumps:
+        return f"{host.machine}:{host.provider}@{host.address}"
+    via = jumps_from_json(jumps, machine=host.machine, known_hosts=conn.get("KNOWN_HOSTS", ""))
+    hops = f" via {via[0].where}" + (f" (+{len(via) - 1})" if len(via) > 1 else "") if via else ""
+    return f"{host.machine}:{host.provider}@{conn.get('HOSTNAME', host.address)}{hops}"
+
+
+def _gpu_cell(gpus: dict[str, list[dict[str, str]]]) -> str:
+    found = []
+    for machine, listed in gpus.items():
+        if listed:
+            found.append(f"{machine}: {describe_gpus(tuple(Gpu(**g) for g in listed))}")
+    return ", ".join(found) or "-"
 
 
 def _duration(seconds: float) -> str:

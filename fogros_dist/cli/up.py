@@ -31,7 +31,12 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--detach", action="store_true", help="return once running; supervise in the background"
     )
-    parser.add_argument("--grace", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="bridges: seconds between SIGTERM and SIGKILL (nodes use their own sigterm/sigkill_timeout)",
+    )
     parser.set_defaults(handler=run)
 
 

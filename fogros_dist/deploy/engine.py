@@ -10,16 +10,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shlex
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from fogros_dist.deploy.plan import Plan, make_plan
+from fogros_dist.deploy.node_command import files_dir, node_arguments, node_environment, screen_sink
+from fogros_dist.deploy.plan import ROBOT, Plan, make_plan
 from fogros_dist.deploy.state import DeploymentState, StateStore
+from fogros_dist.deploy.workspace import workspace_for
 from fogros_dist.errors import DeploymentError, FogError, ProcessFailed
 from fogros_dist.providers.base import OutputSink, ProcessSpec, Provider, ProvisionContext, RunningProcess
 from fogros_dist.providers.local.process import LocalProcess, process_alive, start_ticks
@@ -28,7 +32,6 @@ from fogros_dist.spec import BridgeRunSpec, DeploymentSpec, Host, NodeSpec, Proc
 
 __all__ = ["ROBOT", "Deployment", "Stage", "TeardownReport", "teardown_recorded"]
 
-ROBOT = "robot"
 # How long a bridge may take from start to "ready" before `up` gives up on it.
 BRIDGE_READY_TIMEOUT_S = 30.0
 DEFAULT_GRACE_S = 5.0
@@ -88,8 +91,10 @@ class TeardownReport:
 class Deployment:
     """One deployment driven from this process (the supervisor).
 
-    ``up`` provisions and starts everything; ``wait`` supervises until the nodes exit or ``stop``
-    is set; ``down`` stops and releases everything ``up`` created.
+    ``up`` provisions and starts everything; ``wait`` supervises (and respawns) until the nodes
+    exit or ``stop`` is set; ``down`` stops and releases everything ``up`` created. Nodes are
+    stopped as ``ros2 launch`` stops them (SIGINT, then SIGTERM after their ``sigterm_timeout``,
+    SIGKILL after their ``sigkill_timeout``); bridges get SIGTERM and ``grace`` seconds.
     """
 
     def __init__(
@@ -115,6 +120,13 @@ class Deployment:
         self._plan: Plan | None = None
         self._processes: dict[str, RunningProcess] = {}
         self._providers: dict[str, Provider] = {}
+        self._nodes = {_key(node.machine, node.process_name): node for node in spec.nodes}
+        # What each node needs to start again (respawn): its argv and environment on the machine.
+        self._launch: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
+        self._respawns: dict[str, int] = {}
+        # Held while a node (re)starts and when stopping begins, so no respawn outlives `down`.
+        self._lifecycle = threading.Lock()
+        self._stopping = False
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -168,15 +180,23 @@ class Deployment:
         return self.state
 
     def wait(self, stop: threading.Event) -> int:
-        """Supervise until every node has exited, a bridge dies, or ``stop`` is set.
+        """Supervise until every node has exited for good, a bridge dies, or ``stop`` is set.
 
-        Returns 0 if stopped on request or all nodes exited cleanly, else 1. Each abnormal exit is
-        reported with its exit code and stderr tail.
+        A node with ``respawn`` is started again ``respawn_delay`` seconds after it exits, however
+        it exited (as launch does), at most ``respawn_max_retries`` times (-1: always), and never
+        once ``stop`` is set or ``down`` has begun. Returns 0 if stopped on request or all nodes
+        exited cleanly, else 1. Each exit is reported with its exit code and stderr tail.
         """
         reported: set[str] = set()
+        respawn_at: dict[str, float] = {}
         while not stop.wait(0.2):
-            nodes_left = 0
-            for key, proc in self._processes.items():
+            for key, when in list(respawn_at.items()):
+                if time.monotonic() >= when and not stop.is_set():
+                    del respawn_at[key]
+                    if self._respawn(key):
+                        reported.discard(key)
+            nodes_left = len(respawn_at)
+            for key, proc in list(self._processes.items()):
                 code = proc.poll()
                 if code is None:
                     nodes_left += proc.record.role == "node"
@@ -190,6 +210,10 @@ class Deployment:
                     self._report("stderr", proc.record.machine, line)
                 if proc.record.role == "bridge":
                     return 1
+                delay = self._respawn_delay(key)
+                if delay is not None:
+                    respawn_at[key] = time.monotonic() + delay
+                    nodes_left += 1
             if nodes_left == 0:
                 codes = [p.poll() for p in self._processes.values() if p.record.role == "node"]
                 return 0 if all(code == 0 for code in codes) else 1
@@ -197,16 +221,16 @@ class Deployment:
 
     def down(self) -> TeardownReport:
         """Stop nodes, then bridges, then release machines; forget the deployment."""
+        with self._lifecycle:
+            self._stopping = True
         if self._state is None:
             return TeardownReport(deployment=self.spec.name, exits=(), terminated_hosts=(), errors=())
         self._save(status="stopping")
         self._report("teardown", ROBOT, f"stopping deployment {self.spec.name}")
         exits = []
         for role in ("node", "bridge"):
-            for proc in self._processes.values():
-                if proc.record.role == role:
-                    code = proc.stop(grace=self._grace)
-                    exits.append(_exit_report(proc, code))
+            procs = [p for p in self._processes.values() if p.record.role == role]
+            exits += _stop_all(procs, self._nodes, grace=self._grace)
         report = _release_hosts(self.state, self._provider, exits, self._report)
         self.store.remove(self.spec.name)
         self._report("down", ROBOT, f"deployment {self.spec.name} is down")
@@ -227,7 +251,8 @@ class Deployment:
                 state_dir=self.state_dir,
                 used_domain_ids=self.store.used_domain_ids() | {self._robot_domain_id},
                 progress=lambda stage, message: self._report(stage, machine.name, message),
-                workspace=self.spec.workspace,
+                workspace=workspace_for(self.spec, machine.name) if provider.capabilities.remote else None,
+                nodes=self.spec.nodes_on(machine.name),
             )
             host = provider.create(machine, ctx)
             # Recorded before anything else can fail, so `down` always finds what was created.
@@ -236,6 +261,8 @@ class Deployment:
         self._report("ready", machine.name, f"at {host.address}, bridge port {host.bridge_port}")
 
     def _start_bridges(self, plan: Plan) -> None:
+        from fogros_dist.ros.node_names import bridge_node_name, full_node_name
+
         self._save(status="starting")
         # A remote machine's stats file is written on that machine, out of the robot's sight. The
         # robot bridge is only ready once every machine bridge's readiness token has reached it, so
@@ -257,6 +284,7 @@ class Deployment:
                 distro=self.spec.distro,
                 domain_id=int(dict(host.env).get("ROS_DOMAIN_ID", "0")),
                 stats_path=str(Path(host.workdir) / "bridge-stats.json"),
+                node_name=bridge_node_name(self.spec.name, machine=host.machine),
             )
             local_spec = self.state_dir / f"bridge-{host.machine}.json"
             local_spec.write_text(to_json(run_spec))
@@ -266,6 +294,19 @@ class Deployment:
             )
             waiting.append((proc, None if provider.capabilities.remote else Path(run_spec.stats_path)))
             connect.append(f"{self.spec.bridge.protocol}/{host.address}:{host.bridge_port}")
+        # On the robot's graph each offloaded node appears under its own name (plan checked it),
+        # owning the robot-side endpoints of its topics: it publishes its topics_out there and
+        # subscribes to its topics_in, so `ros2 node info` shows what the node really uses.
+        proxies: list[str] = []
+        publishers: dict[str, list[str]] = {t.name: [] for t in plan.robot_inbound}
+        subscribers: dict[str, list[str]] = {t.name: [] for t in plan.robot_outbound}
+        for node in self.spec.nodes:
+            proxy = full_node_name(namespace=node.namespace, name=node.name)
+            proxies.append(proxy)
+            for topic in node.topics_out:
+                publishers.get(topic.name, []).append(proxy)
+            for topic in node.topics_in:
+                subscribers.get(topic.name, []).append(proxy)
         robot_spec = BridgeRunSpec(
             deployment=self.spec.name,
             side="robot",
@@ -277,6 +318,10 @@ class Deployment:
             distro=self.spec.distro,
             domain_id=self._robot_domain_id,
             stats_path=str(self.state_dir / "robot-bridge-stats.json"),
+            node_name=bridge_node_name(self.spec.name),
+            proxy_nodes=tuple(dict.fromkeys(proxies)),
+            inbound_owners=tuple((name, tuple(nodes)) for name, nodes in publishers.items() if nodes),
+            outbound_owners=tuple((name, tuple(nodes)) for name, nodes in subscribers.items() if nodes),
         )
         robot_spec_path = self.state_dir / "bridge-robot.json"
         robot_spec_path.write_text(to_json(robot_spec))
@@ -302,12 +347,68 @@ class Deployment:
     def _start_node(self, node: NodeSpec) -> None:
         host = self._host(node.machine)
         provider = self._provider(host.provider)
+        shipped = self._ship_files(host, provider, node)
         argv = (
             *provider.resolve_node(host, package=node.package, executable=node.executable),
-            *_node_args(node),
+            *node_arguments(node, shipped),
         )
-        self._start(host, ProcessSpec(role="node", name=node.name, argv=argv, env=node.env))
-        self._report("started", node.machine, f"node {node.name} ({node.package}/{node.executable})")
+        env = node_environment(node, str(Path(host.workdir) / files_dir(node)) if node.files else None)
+        self._launch[_key(node.machine, node.process_name)] = (argv, env)
+        self._run_node(host, node, argv, env)
+
+    def _ship_files(self, host: Host, provider: Provider, node: NodeSpec) -> dict[str, str]:
+        """Upload the node's files to ``files/<process name>/``; their paths there, by name."""
+        shipped = {}
+        for item in node.files:
+            remote = provider.upload(host, Path(item.source), f"{files_dir(node)}/{item.name}")
+            shipped[item.name] = str(remote)
+        if node.files:
+            self._report("shipped", node.machine, f"{len(node.files)} file(s) for node {node.name}")
+        return shipped
+
+    def _run_node(
+        self, host: Host, node: NodeSpec, argv: tuple[str, ...], env: tuple[tuple[str, str], ...]
+    ) -> None:
+        if node.log_cmd:
+            self._report("command", node.machine, " ".join(shlex.quote(word) for word in argv))
+        label = node.process_name
+        proc = self._provider(host.provider).start(
+            host, ProcessSpec(role="node", name=label, argv=argv, env=env)
+        )
+        self._adopt(proc, sink=screen_sink(node, self._output) if self._output is not None else None)
+        self._report("started", node.machine, f"node {_full_name(node)} ({node.package}/{node.executable})")
+
+    def _respawn_delay(self, key: str) -> float | None:
+        """Seconds until the exited node ``key`` starts again, or None if it does not."""
+        node = self._nodes.get(key)
+        if node is None or not node.respawn or self._stopping:
+            return None
+        done = self._respawns.get(key, 0)
+        if 0 <= node.respawn_max_retries <= done:
+            self._report(
+                "gave-up", node.machine, f"node {_full_name(node)}: respawned {done} time(s) already"
+            )
+            return None
+        limit = "always" if node.respawn_max_retries < 0 else f"{done + 1} of {node.respawn_max_retries}"
+        self._report(
+            "respawning", node.machine, f"node {_full_name(node)} in {node.respawn_delay:g} s ({limit})"
+        )
+        return node.respawn_delay
+
+    def _respawn(self, key: str) -> bool:
+        """Start the node ``key`` again unless stopping has begun; False if it did not start."""
+        node = self._nodes[key]
+        with self._lifecycle:
+            if self._stopping:
+                return False
+            self._respawns[key] = self._respawns.get(key, 0) + 1
+            argv, env = self._launch[key]
+            try:
+                self._run_node(self._host(node.machine), node, argv, env)
+            except FogError as err:
+                self._report("error", node.machine, f"node {_full_name(node)} did not respawn: {err}")
+                return False
+            return True
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -316,12 +417,16 @@ class Deployment:
         self._adopt(proc)
         return proc
 
-    def _adopt(self, proc: RunningProcess) -> None:
-        key = f"{proc.record.machine}/{proc.record.name}"
-        self._processes[key] = proc
-        self._save(processes=(*self.state.processes, proc.record))
-        if self._output is not None:
-            proc.follow(self._output)
+    def _adopt(self, proc: RunningProcess, *, sink: OutputSink | None = None) -> None:
+        """Track ``proc`` (its record replaces that of the process it respawns) and follow its
+        output to ``sink`` (default: the deployment's output, if any)."""
+        record = proc.record
+        self._processes[_key(record.machine, record.name)] = proc
+        others = [r for r in self.state.processes if (r.machine, r.name) != (record.machine, record.name)]
+        self._save(processes=(*others, record))
+        follow_to = sink or self._output
+        if follow_to is not None:
+            proc.follow(follow_to)
 
     def _wait_ready(self, proc: RunningProcess, ready_file: Path, watched: list[RunningProcess]) -> None:
         deadline = time.monotonic() + BRIDGE_READY_TIMEOUT_S
@@ -416,16 +521,18 @@ def teardown_recorded(
             providers[provider_name] = get_provider(provider_name)
         return providers[provider_name]
 
+    nodes = {_key(node.machine, node.process_name): node for node in state.spec.nodes}
     exits = []
     for role in ("node", "bridge"):
+        procs: list[RunningProcess] = []
         for record in state.processes:
             if record.role != role:
                 continue
             host = state.host(record.machine)
-            proc: RunningProcess = (
+            procs.append(
                 LocalProcess(record) if host is None else provider_for(host.provider).attach(host, record)
             )
-            exits.append(_exit_report(proc, proc.stop(grace=grace)))
+        exits += _stop_all(procs, nodes, grace=grace)
     result = _release_hosts(state, provider_for, exits, report)
     store.remove(name)
     report("down", ROBOT, f"deployment {name} is down")
@@ -467,14 +574,31 @@ def _exit_report(proc: RunningProcess, code: int | None) -> ExitReport:
     )
 
 
-def _node_args(node: NodeSpec) -> tuple[str, ...]:
-    ros_args = ["--ros-args", "-r", f"__node:={node.name}"]
-    for source, target in node.remappings:
-        ros_args += ["-r", f"{source}:={target}"]
-    for key, value in node.parameters:
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        ros_args += ["-p", f"{key}:={text}"]
-    return (*node.arguments, *ros_args)
+def _stop_all(
+    procs: Sequence[RunningProcess], nodes: Mapping[str, NodeSpec], *, grace: float
+) -> list[ExitReport]:
+    """Stop ``procs`` at once (as launch signals every node together), each node with its own
+    timeouts (SIGINT first), anything else with SIGTERM and ``grace``; their exit reports."""
+
+    def stop(proc: RunningProcess) -> ExitReport:
+        node = nodes.get(_key(proc.record.machine, proc.record.name))
+        if node is None or proc.record.role != "node":
+            return _exit_report(proc, proc.stop(grace=grace))
+        code = proc.stop(grace=node.sigkill_timeout, sigint_grace=node.sigterm_timeout)
+        return _exit_report(proc, code)
+
+    if not procs:
+        return []
+    with ThreadPoolExecutor(max_workers=len(procs), thread_name_prefix="fog-stop") as pool:
+        return list(pool.map(stop, procs))
+
+
+def _key(machine: str, process_name: str) -> str:
+    return f"{machine}/{process_name}"
+
+
+def _full_name(node: NodeSpec) -> str:
+    return f"{node.namespace}/{node.name}"
 
 
 def _own_record() -> ProcessRecord:

@@ -17,6 +17,10 @@ Wire format beyond the payload:
   (the shape of zenoh-bridge-ros2dds' message-publisher tokens). A receiving side whose
   ``TopicSpec.type`` is None creates its graph publisher when the token arrives; one whose
   producing side has ``type`` None learns the type from its graph with ``discover_type`` first.
+* **nodes**: on its graph the bridge is a node of its own (``BridgeRunSpec.node_name``, given when
+  the graph is opened); on the robot each bridged topic's endpoint belongs to the offloaded nodes
+  that use it on the far side (``inbound_owners`` / ``outbound_owners``), so ``ros2 node info
+  /<node>`` on the robot lists that node's topics.
 * **bridge liveliness**: ``@fogros/<deployment>/<machine>/bridge`` once the bridge is ready
   (see :func:`wait_for_peer_bridge`), and a queryable ``@fogros/<deployment>/<machine>/stats``
   that answers the JSON stats snapshot.
@@ -50,6 +54,7 @@ from fogros_dist.net.cdr_check import CdrValidator
 from fogros_dist.net.stats import BridgeStats, Direction, TopicStats
 from fogros_dist.ros.graph import RawPublisher, RawSubscription, RosGraph
 from fogros_dist.ros.names import validate_topic_name, zenoh_key
+from fogros_dist.ros.node_names import parse_node_name
 from fogros_dist.ros.types import MessageTypes
 from fogros_dist.spec import BridgeRunSpec, TopicSpec
 
@@ -242,7 +247,8 @@ class Bridge:
 
     Raises:
         ConfigError: a topic name or type is invalid, a topic is listed twice in one direction,
-            or the deployment/machine name cannot be a Zenoh key chunk.
+            the deployment/machine name cannot be a Zenoh key chunk, or a topic owner is not a
+            valid node name among ``proxy_nodes`` or names a topic not bridged that way.
     """
 
     def __init__(
@@ -270,6 +276,8 @@ class Bridge:
         self._stats_key = stats_key(deployment=spec.deployment, machine=spec.machine)
         _check_topics(spec.outbound, "outbound", types)
         _check_topics(spec.inbound, "inbound", types)
+        self._inbound_owners = _topic_owners(spec, "inbound")
+        self._outbound_owners = _topic_owners(spec, "outbound")
         self._stats = BridgeStats(deployment=spec.deployment, side=spec.side, machine=spec.machine)
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -441,7 +449,11 @@ class Bridge:
         topic = TopicSpec(name=route.topic.name, type=type_name, qos=route.topic.qos)
         route.stats.set_type(type_name)
         try:
-            route.subscription = self._graph.subscribe(topic, lambda cdr: self._forward_out(route, cdr))
+            route.subscription = self._graph.subscribe(
+                topic,
+                lambda cdr: self._forward_out(route, cdr),
+                nodes=self._outbound_owners.get(topic.name, ()),
+            )
             route.token = self._session.liveliness().declare_token(
                 type_token_key(zid=str(self._session.zid()), topic=topic)
             )
@@ -476,7 +488,7 @@ class Bridge:
         if topic.type is not None:
             # Publishers up front: the first message must not wait for DDS matching.
             self._validator.prepare(topic.type)
-            route.publisher = self._graph.publisher(topic)
+            route.publisher = self._graph.publisher(topic, nodes=self._inbound_owners.get(topic.name, ()))
         else:
             route.type_watch = self._session.liveliness().declare_subscriber(
                 f"{_TYPE_TOKEN_PREFIX}/*/MP/{_escape(key)}/**",
@@ -512,7 +524,8 @@ class Bridge:
             try:
                 self._validator.prepare(type_name)  # also rejects a type the distro lacks
                 publisher = self._graph.publisher(
-                    TopicSpec(name=route.topic.name, type=type_name, qos=route.topic.qos)
+                    TopicSpec(name=route.topic.name, type=type_name, qos=route.topic.qos),
+                    nodes=self._inbound_owners.get(route.topic.name, ()),
                 )
             except FogError as err:
                 _log.error("cannot publish %s as announced type %s: %s", route.topic.name, type_name, err)
@@ -657,6 +670,32 @@ def _check_topics(topics: Sequence[TopicSpec], direction: Direction, types: Mess
         seen.add(topic.name)
         if topic.type is not None:
             types.resolve(topic.type)
+
+
+def _topic_owners(spec: BridgeRunSpec, direction: Direction) -> dict[str, tuple[str, ...]]:
+    """``spec``'s owners of each ``direction`` topic, as full node names, checked against the
+    spec's topics and ``proxy_nodes``."""
+    pairs = spec.inbound_owners if direction == "inbound" else spec.outbound_owners
+    topics = {t.name for t in (spec.inbound if direction == "inbound" else spec.outbound)}
+    proxies = {parse_node_name(n).full for n in spec.proxy_nodes}
+    owners: dict[str, tuple[str, ...]] = {}
+    for topic, nodes in pairs:
+        if topic not in topics:
+            msg = (
+                f"{direction}_owners names topic {topic}, which is not an {direction} topic of the "
+                f"{spec.side} bridge: list owners only for topics in {direction}"
+            )
+            raise ConfigError(msg)
+        names = tuple(dict.fromkeys(parse_node_name(n).full for n in nodes))
+        for name in names:
+            if name not in proxies:
+                msg = (
+                    f"{direction}_owners gives topic {topic} the node {name}, which is not in "
+                    f"proxy_nodes: add it there (known: {', '.join(sorted(proxies)) or 'none'})"
+                )
+                raise ConfigError(msg)
+        owners[topic] = (*owners.get(topic, ()), *(n for n in names if n not in owners.get(topic, ())))
+    return owners
 
 
 def _undeclare(entity: Any) -> None:

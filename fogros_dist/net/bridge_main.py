@@ -2,7 +2,8 @@
 
 ``FILE.json`` holds a :class:`~fogros_dist.spec.BridgeRunSpec` (as written by
 :func:`fogros_dist.spec.to_json`). The process joins the ROS graph, opens the Zenoh session, runs
-the bridge until SIGTERM or SIGINT, then closes everything (writing the final stats) and exits 0.
+the bridge until SIGTERM or SIGINT (on its graph as node ``spec.node_name``, with a node for each
+of ``spec.proxy_nodes``), then closes everything (writing the final stats) and exits 0.
 
 Exit codes: 0 after a clean stop; 2 when the spec file is missing or invalid; 1 when the bridge
 cannot start (graph, Zenoh or peer failure). Errors are one line on stderr, the traceback only
@@ -81,7 +82,10 @@ def run(spec: BridgeRunSpec, *, stop: threading.Event, peer_timeout: float = 20.
     from fogros_dist.ros import open_graph
 
     config = config_for(spec)
-    graph = open_graph(spec.graph, spec.domain_id, distro=spec.distro)
+    # The bridge's own node and the offloaded nodes it stands in for show in `ros2 node list`.
+    graph = open_graph(
+        spec.graph, spec.domain_id, distro=spec.distro, node_name=spec.node_name, nodes=spec.proxy_nodes
+    )
     try:
         try:
             session = zenoh.open(config)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fogros_dist.errors import FogError
 from fogros_dist.nodes.ros_args import RosArgs, parse_ros_args
 from fogros_dist.ros.graph import CdrCallback, RosGraph
+from fogros_dist.spec import default_distro
 
 __all__ = ["NodeContext", "guarded", "run_node"]
 
@@ -60,15 +61,18 @@ def run_node(
         return 2
     name = ros_args.node_name or default_name
     log = logging.getLogger(name)
-    distro = os.environ.get("ROS_DISTRO", "jazzy")
+    distro = default_distro()
     from fogros_dist.ros import open_graph
+    from fogros_dist.ros.node_names import full_node_name
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     graph_kind = os.environ.get("FOGROS_DIST_GRAPH", "auto")
     try:
-        graph = open_graph(graph_kind, distro=distro)  # type: ignore[arg-type]
+        # Under its own name on the graph (`ros2 node list`), as an rclpy node's __node/__ns rename it.
+        full_name = full_node_name(namespace=ros_args.remappings.get("__ns", "/"), name=name)
+        graph = open_graph(graph_kind, distro=distro, node_name=full_name)  # type: ignore[arg-type]
     except FogError as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 1

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
-from fogros_dist.spec import Host, MachineSpec, ProcessRecord
+from fogros_dist.spec import Host, MachineSpec, NodeSpec, ProcessRecord
+from fogros_dist.workspace.selection import WorkspaceSelection
 
 __all__ = [
     "Capabilities",
@@ -63,8 +64,10 @@ class ProvisionContext:
     # Domain IDs already taken by the robot and other deployments on this robot's store.
     used_domain_ids: frozenset[int] = frozenset()
     progress: Progress = lambda _stage, _message: None
-    # A directory on the robot to push to the machine (a ROS 2 workspace); "" pushes nothing.
-    workspace: str = ""
+    # The workspace packages the machine's nodes need, to push and build there (None: nothing).
+    workspace: WorkspaceSelection | None = None
+    # The nodes the machine will run (what its runtime must hold, e.g. torch).
+    nodes: tuple[NodeSpec, ...] = ()
 
 
 class RunningProcess(Protocol):
@@ -77,8 +80,12 @@ class RunningProcess(Protocol):
     def poll(self) -> int | None:
         """Exit code if the process has ended (negative: killed by that signal), else None."""
 
-    def stop(self, *, grace: float) -> int | None:
-        """SIGTERM the process group, SIGKILL after ``grace`` seconds; return the exit code if known."""
+    def stop(self, *, grace: float, sigint_grace: float | None = None) -> int | None:
+        """Stop the process group; return the exit code if known.
+
+        With ``sigint_grace`` it is stopped as ``ros2 launch`` stops a node: SIGINT, SIGTERM after
+        ``sigint_grace`` seconds, SIGKILL ``grace`` seconds later; without, SIGTERM first.
+        """
 
     def stderr_tail(self, lines: int = 20) -> tuple[str, ...]:
         """The last ``lines`` lines the process wrote to stderr."""
@@ -113,7 +120,11 @@ class Provider(Protocol):
         """The argv that runs the machine-side bridge on ``host`` from a BridgeRunSpec file."""
 
     def upload(self, host: Host, local: Path, remote_name: str) -> Path:
-        """Place a local file in the host's working directory; return its path on the host."""
+        """Place a local file in the host's working directory; return its path on the host.
+
+        ``remote_name`` is relative to the working directory and may name subdirectories
+        (``files/<node>/params.yaml``); missing ones are created.
+        """
 
     def start(self, host: Host, process: ProcessSpec) -> RunningProcess:
         """Start ``process`` on ``host`` in its own session/process group, output to log files."""

@@ -21,7 +21,18 @@ from typing import Any
 from fogros_dist.errors import DeploymentError, ProvisionError
 from fogros_dist.remote.runner import ConnectionLost, SSHRunner
 
-__all__ = ["MIN_PYTHON", "AgentStream", "HostAgent", "HostFacts", "agent_digest", "agent_source"]
+__all__ = [
+    "MIN_PYTHON",
+    "AgentStream",
+    "Gpu",
+    "HostAgent",
+    "HostFacts",
+    "agent_digest",
+    "agent_source",
+    "describe_gpus",
+    "gpus_from_json",
+    "gpus_to_json",
+]
 
 # fogros_dist itself needs 3.10 (setup.py's python_requires).
 MIN_PYTHON = (3, 10)
@@ -60,6 +71,46 @@ def agent_digest() -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Gpu:
+    """One GPU as ``nvidia-smi`` reports it on the host."""
+
+    name: str
+    # Total memory as nvidia-smi prints it, e.g. "81559 MiB".
+    memory: str
+    driver: str
+
+    def describe(self) -> str:
+        """``NVIDIA A10G (23028 MiB, driver 550.54.15)``."""
+        return f"{self.name} ({self.memory}, driver {self.driver})"
+
+
+def describe_gpus(gpus: tuple[Gpu, ...]) -> str:
+    """``no GPU``, or the GPUs in one phrase (identical ones counted: ``2x NVIDIA A10G (...)``)."""
+    if not gpus:
+        return "no GPU"
+    counts: dict[str, int] = {}
+    for gpu in gpus:
+        counts[gpu.describe()] = counts.get(gpu.describe(), 0) + 1
+    return ", ".join(f"{n}x {text}" if n > 1 else text for text, n in counts.items())
+
+
+def gpus_to_json(gpus: tuple[Gpu, ...]) -> str:
+    """The GPUs as JSON, for a Host's connection record."""
+    return json.dumps([{"name": g.name, "memory": g.memory, "driver": g.driver} for g in gpus])
+
+
+def gpus_from_json(text: str) -> tuple[Gpu, ...]:
+    """The GPUs :func:`gpus_to_json` recorded; () for a record without (or with a damaged) list."""
+    try:
+        entries = json.loads(text) if text else []
+        return tuple(
+            Gpu(name=str(e["name"]), memory=str(e["memory"]), driver=str(e["driver"])) for e in entries
+        )
+    except (ValueError, TypeError, KeyError):
+        return ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class HostFacts:
     """What a host offers, as its agent found it (one probe)."""
 
@@ -79,6 +130,8 @@ class HostFacts:
     venvs: tuple[tuple[str, str, str], ...]
     workdir: str
     bridge_port: int
+    # What nvidia-smi lists on the host (none where it is missing or fails).
+    gpus: tuple[Gpu, ...] = ()
 
     def stamps(self, venv_name: str) -> tuple[str, str]:
         """The (deps, self) stamps of ``venv_name``; empty strings if it does not exist."""
@@ -489,4 +542,9 @@ def _facts(machine: str, raw: dict[str, Any]) -> HostFacts:
         ),
         workdir=raw.get("workdir", ""),
         bridge_port=int(bridge["port"]),
+        gpus=tuple(
+            Gpu(name=str(g.get("name", "")), memory=str(g.get("memory", "")), driver=str(g.get("driver", "")))
+            for g in raw.get("gpus", [])
+            if isinstance(g, dict)
+        ),
     )

@@ -113,7 +113,9 @@ def plan_runtime(facts: HostFacts, *, torch: bool, cache_dir: Path) -> RuntimePl
         machine=facts.machine,
         libc=facts.libc,
     )
-    requirements = runtime_requirements(torch=torch)
+    # colcon always comes along (~6 MB): whether the host needs it for a workspace build is only
+    # known once the host has been probed for its own, and the venv should not change with that.
+    requirements = runtime_requirements(torch=torch, target=target, build_tools=True)
     # A host with ROS 2 gets a venv that sees the system's packages: ROS's Python modules
     # import apt-installed ones (yaml, numpy...).
     system_site = bool(facts.ros_setup)

@@ -12,7 +12,8 @@ connection from a quiet one. The server exits when its stdin closes (the robot w
 supervised processes are not its children and run on.
 
 Operations: ``probe`` (what the host offers; resets a deployment's workdir), ``start`` (a supervised
-process), ``status``, ``wait``, ``stop`` (SIGTERM to its process group, SIGKILL after the grace),
+process), ``status``, ``wait``, ``stop`` (to its process group: SIGINT first for a node, as
+``ros2 launch`` stops one, then SIGTERM, SIGKILL after the grace),
 ``reap`` (stop all of a run directory), ``follow`` (stream stdout/stderr from byte offsets until it
 ends), ``run`` (a short command, output captured), ``tail``, ``manifest``, ``digest`` and ``hash``
 (for the workspace push), ``cancel`` (a stream).
@@ -257,20 +258,38 @@ def op_probe(args: dict[str, Any], _emit: Callable[[str], bool]) -> dict[str, An
         "bash": shutil.which("bash") is not None,
         "ros": _ros(args.get("ros_setup", "auto")),
         "venvs": _venvs(root),
+        "gpus": [],
     }
+    # The GPUs the driver sees; no nvidia-smi, or one that fails (no driver loaded), means none.
+    smi = shutil.which("nvidia-smi")
+    if smi is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            listed = subprocess.run(
+                [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+            if listed.returncode == 0:
+                for line in listed.stdout.splitlines():
+                    fields = [field.strip() for field in line.split(",")]
+                    if len(fields) == 3 and fields[0]:
+                        facts["gpus"].append(dict(zip(("name", "memory", "driver"), fields, strict=True)))
     if args.get("workdir"):
         workdir = root / args["workdir"]
         # A deployment of this name starts again: whatever its predecessor left running goes,
         # and so do its logs (they stayed for post-mortems until now).
         _reap(workdir / "run", grace=2.0)
-        for sub in ("run", "logs"):
+        # The files a node shipped go too: a file the new deployment no longer ships must not linger.
+        for sub in ("run", "logs", "files"):
             shutil.rmtree(workdir / sub, ignore_errors=True)
             (workdir / sub).mkdir(parents=True)
         facts["workdir"] = str(workdir)
         facts["bridge"] = _bridge_port(int(args.get("bridge_port", 0)))
         if facts["ros"].get("setup"):
             # What the bridge and the nodes will source: ready before the first one starts.
-            _SETUP.warm([facts["ros"]["setup"], f"?{workdir}/workspace/install/setup.bash"])
+            _SETUP.warm([facts["ros"]["setup"]])
     return facts
 
 
@@ -323,6 +342,9 @@ def wrap(args: argparse.Namespace) -> int:
     env = dict(spec["env"])
     stdout_path = logs / f"{name}.out"
     stderr_path = logs / f"{name}.err"
+    # An ignored SIGINT survives exec, and stopping a node begins with SIGINT: the command gets
+    # the default disposition whatever this wrapper inherited (it ignores SIGINT again after).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     with stdout_path.open("ab") as out, stderr_path.open("ab") as err:
         try:
             child = subprocess.Popen(
@@ -342,6 +364,7 @@ def wrap(args: argparse.Namespace) -> int:
             os.write(notify, json.dumps({"error": reason}).encode())
             os.close(notify)
             return 0
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     record = {
         "name": name,
         "pid": child.pid,
@@ -484,17 +507,23 @@ def op_wait(args: dict[str, Any], _emit: Callable[[str], bool]) -> dict[str, Any
     return state
 
 
-def _stop(run: Path, name: str, grace: float) -> dict[str, Any]:
+def _stop(run: Path, name: str, grace: float, sigint_grace: float | None = None) -> dict[str, Any]:
+    """SIGTERM (after SIGINT and ``sigint_grace`` s, if given), SIGKILL after ``grace`` s more."""
     record_path, exit_path = _paths(run, name)
     record = _read_json(record_path)
     if not isinstance(record, dict):
         return _state(run, name)
     pgid = int(record["pgid"])
     if _alive(record):
-        _killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _alive(record) and time.monotonic() < deadline:
-            time.sleep(_POLL_S)
+        steps = [(signal.SIGINT, sigint_grace)] if sigint_grace is not None else []
+        steps.append((signal.SIGTERM, grace))
+        for sig, patience in steps:
+            if not _alive(record):
+                break
+            _killpg(pgid, sig)
+            deadline = time.monotonic() + patience
+            while _alive(record) and time.monotonic() < deadline:
+                time.sleep(_POLL_S)
         if _alive(record):
             _killpg(pgid, signal.SIGKILL)
         # The wrapper records the exit code a moment after the process is reaped.
@@ -515,8 +544,14 @@ def _wrapper_alive(record: dict[str, Any]) -> bool:
 
 
 def op_stop(args: dict[str, Any], _emit: Callable[[str], bool]) -> dict[str, Any]:
-    """Stop one process; its final state."""
-    return _stop(Path(args["rundir"]), args["name"], float(args["grace"]))
+    """Stop one process (``sigint_grace``: SIGINT first, as ``ros2 launch`` does); its final state."""
+    sigint_grace = args.get("sigint_grace")
+    return _stop(
+        Path(args["rundir"]),
+        args["name"],
+        float(args["grace"]),
+        None if sigint_grace is None else float(sigint_grace),
+    )
 
 
 def _reap(run: Path, grace: float) -> dict[str, Any]:
@@ -627,8 +662,26 @@ def _excluded(rel: str, name: str, excludes: list[str]) -> bool:
     return False
 
 
-def entries(root: Path, excludes: list[str]) -> Iterator[tuple[str, list[Any]]]:
-    """``(rel, [kind, size, mtime_s, mode, link])`` for every path under root, sorted by rel."""
+def _outside(rel: str, is_dir: bool, includes: list[str] | None) -> bool:
+    """Whether ``rel`` lies outside every included subtree (directories leading to one are in)."""
+    if includes is None:
+        return False
+    for subtree in includes:
+        if rel == subtree or rel.startswith(subtree + "/"):
+            return False
+        if is_dir and subtree.startswith(rel + "/"):
+            return False
+    return True
+
+
+def entries(
+    root: Path, excludes: list[str], includes: list[str] | None = None
+) -> Iterator[tuple[str, list[Any]]]:
+    """``(rel, [kind, size, mtime_s, mode, link])`` for every path under root, sorted by rel.
+
+    ``includes`` (relative paths of subtrees; None: everything) keeps only those subtrees and
+    the directories leading to them: the packages of a workspace that travel.
+    """
     found: list[tuple[str, list[Any]]] = []
     stack = [""]
     while stack:
@@ -641,6 +694,8 @@ def entries(root: Path, excludes: list[str]) -> Iterator[tuple[str, list[Any]]]:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             if _excluded(rel, entry.name, excludes):
                 continue
+            if _outside(rel, entry.is_dir(follow_symlinks=False), includes):
+                continue
             info = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(info.st_mode):
                 found.append((rel, ["l", 0, 0, 0, os.readlink(root / rel)]))
@@ -652,13 +707,14 @@ def entries(root: Path, excludes: list[str]) -> Iterator[tuple[str, list[Any]]]:
     return iter(sorted(found))
 
 
-def tree_digest(root: Path, excludes: list[str]) -> dict[str, Any]:
+def tree_digest(root: Path, excludes: list[str], includes: list[str] | None = None) -> dict[str, Any]:
     """A hash of every path's kind, size, mtime (s), mode and link target: equal digests mean
-    rsync's quick check would find nothing to send. The robot computes the same function."""
+    rsync's quick check would find nothing to send. The robot computes the same function (with
+    ``includes`` where only some subtrees travel; see :func:`entries`)."""
     digest = hashlib.sha256()
     files = 0
     if root.is_dir():
-        for rel, (kind, size, mtime, mode, link) in entries(root, excludes):
+        for rel, (kind, size, mtime, mode, link) in entries(root, excludes, includes):
             digest.update(
                 f"{rel}\0{kind}\0{size}\0{mtime}\0{mode}\0{link}\n".encode(errors="surrogateescape")
             )
@@ -776,11 +832,176 @@ def install(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- workspace build -----------------------------------------------------------------------------
+
+_BUILD_STAMP = ".fogros-build"
+
+
+def _say(line: str) -> None:
+    print(f"fogros-build: {line}", flush=True)
+
+
+def _host_colcon(venv_bin: str) -> list[str] | None:
+    """The host's own colcon (as its users run it), found on PATH without fogros_dist's venv."""
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    found = shutil.which("colcon", path=path)
+    return [found] if found else None
+
+
+def _ros_python() -> str:
+    """The interpreter the sourced ROS 2 runs on: the first line of its ``ros2`` ("" if none)."""
+    ros2 = shutil.which("ros2")
+    if ros2 is None:
+        return ""
+    try:
+        with Path(ros2).open("rb") as handle:
+            first = handle.readline().decode(errors="replace").strip()
+    except OSError:
+        return ""
+    words = first[2:].split() if first.startswith("#!") else []
+    if words and Path(words[0]).name == "env" and len(words) > 1:
+        return shutil.which(words[1]) or ""
+    return words[0] if words else ""
+
+
+def _rosdep_blocker(distro: str) -> str:
+    """Why rosdep cannot install system packages here ("" if it can)."""
+    if shutil.which("rosdep") is None:
+        return "rosdep is not installed on this host"
+    if not glob.glob("/etc/ros/rosdep/sources.list.d/*"):
+        return "rosdep is not initialized on this host (run 'sudo rosdep init && rosdep update' there)"
+    if not Path("~/.ros/rosdep/sources.cache").expanduser().exists():
+        return "rosdep has no cache on this host (run 'rosdep update' there)"
+    if not distro:
+        return "no ROS 2 is sourced on this host"
+    if shutil.which("apt-cache") is not None:
+        known = subprocess.run(
+            ["apt-cache", "show", f"ros-{distro}-rclpy"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+        )
+        if known.returncode != 0:
+            return f"apt has no ROS 2 {distro} packages on this host (add the ROS 2 apt repository)"
+    if os.geteuid() != 0 and not _passwordless_sudo():
+        return "installing system packages needs root or passwordless sudo on this host"
+    return ""
+
+
+def _passwordless_sudo() -> bool:
+    sudo = shutil.which("sudo")
+    if sudo is None:
+        return False
+    done = subprocess.run([sudo, "-n", "true"], stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def _rosdep(sources: Path, distro: str) -> None:
+    blocker = _rosdep_blocker(distro)
+    if blocker:
+        _say(f"rosdep: skipped: {blocker}")
+        return
+    argv = ["rosdep", "install", "--from-paths", str(sources), "--ignore-src", "-y", "-r"]
+    argv += ["--rosdistro", distro]
+    print("+ " + " ".join(argv), flush=True)
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False)
+    if done.returncode == 0:
+        _say("rosdep: system dependencies installed")
+    else:
+        _say(f"rosdep: failed (exit code {done.returncode}); building anyway")
+
+
+def _syntax_error(sources: Path, package: str) -> str:
+    """The first Python syntax error in a package's sources, as ``file:line: message in 'code'``
+    with the file relative to the workspace root ("" if none)."""
+    package_dir = sources / package
+    for path in sorted(package_dir.rglob("*.py")):
+        if any(part.startswith(".") for part in path.relative_to(package_dir).parts):
+            continue
+        try:
+            compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        except SyntaxError as err:
+            code = (err.text or "").strip()
+            return f"{path.relative_to(sources)}:{err.lineno}: {err.msg} in {code!r}"
+        except (OSError, ValueError):
+            continue
+    return ""
+
+
+def build(args: argparse.Namespace) -> int:
+    """Build the pushed workspace packages with colcon, unless the same sources were built already.
+
+    Runs as a supervised process under a per-workspace lock. The stamp (the key of the sources and
+    settings that built ``install/``) is written last, so an interrupted or failed build is redone.
+    Lines starting ``fogros-build:`` are for the robot; colcon's own lines pass through.
+    """
+    spec = json.loads(args.spec_json)
+    workspace = Path(spec["workspace"])
+    sources = workspace / "sources"
+    stamp = workspace / _BUILD_STAMP
+    with _locked(workspace / ".build.lock"):
+        try:
+            built = stamp.read_text().strip()
+        except OSError:
+            built = ""
+        if built == spec["key"] and (workspace / "install" / "setup.bash").exists():
+            _say(f"cached: {len(spec['packages'])} packages unchanged")
+            return 0
+        stamp.unlink(missing_ok=True)
+        distro = os.environ.get("ROS_DISTRO", "")
+        if spec.get("rosdep", True):
+            _rosdep(sources, distro)
+        venv_bin = str(Path(spec["venv_python"]).parent)
+        # With ROS 2, the host's own colcon, so the nodes' scripts run on ROS 2's Python as
+        # `ros2 run` would run them; without, the runtime's, whose Python has fogros_dist.
+        own = _host_colcon(venv_bin) if spec.get("host_colcon") else None
+        colcon = own or [str(Path(venv_bin) / "colcon")]
+        _say(f"colcon: {colcon[0]}")
+        cmake_args = list(spec.get("cmake_args", []))
+        ros_python = _ros_python() if own else ""
+        if ros_python:
+            # CMake would take the first python3 on PATH (pyenv's, conda's), which lacks what
+            # rosidl's generators import: the Python ROS 2 runs on has it.
+            cmake_args.append(f"-DPython3_EXECUTABLE={ros_python}")
+        argv = [
+            *colcon,
+            "--log-base",
+            str(workspace / "log"),
+            "build",
+            "--base-paths",
+            str(sources),
+            "--build-base",
+            str(workspace / "build"),
+            "--install-base",
+            str(workspace / "install"),
+            "--packages-select",
+            *spec["packages"],
+            "--cmake-args",
+            *cmake_args,
+        ]
+        print("+ " + " ".join(argv), flush=True)
+        started = time.monotonic()
+        done = subprocess.run(argv, cwd=str(workspace), stdin=subprocess.DEVNULL, check=False)
+        if done.returncode != 0:
+            _say(f"failed: colcon exited with code {done.returncode}")
+            return done.returncode
+        for name, path in spec.get("python_packages", []):
+            error = _syntax_error(sources, path)
+            if error:
+                # setup.py install skips byte-compiling, so colcon succeeds; the node would not.
+                _say(f"failed: {name}: {error}")
+                return 1
+        _write_atomic(stamp, spec["key"])
+        _say(f"built {len(spec['packages'])} packages in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``serve`` (the request loop), ``wrap`` (a supervised process) or ``install`` (the venv)."""
+    """``serve`` (the request loop), ``wrap`` (a supervised process), ``install`` (the venv) or
+    ``build`` (the workspace)."""
     parser = argparse.ArgumentParser(prog="host_agent")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve")
@@ -788,11 +1009,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notify-fd", required=True)
     p = sub.add_parser("install")
     p.add_argument("--spec", required=True)
+    p = sub.add_parser("build")
+    p.add_argument("--spec-json", required=True)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _Server().serve()
     if args.command == "wrap":
         return wrap(args)
+    if args.command == "build":
+        return build(args)
     return install(args)
 
 

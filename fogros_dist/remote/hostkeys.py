@@ -131,8 +131,13 @@ def add_known_host(known_hosts: str, *, name: str, key: HostKey) -> bool:
     return True
 
 
-def fetch_host_key(hostname: str, port: int, *, timeout: float = 10.0) -> HostKey:
+def fetch_host_key(hostname: str, port: int, *, timeout: float = 10.0, sock: Any = None) -> HostKey:
     """Connect to an SSH server and return the host key it presents (no authentication).
+
+    Args:
+        hostname, port: the server.
+        timeout: seconds for the connection and the handshake.
+        sock: an open channel to the server (through jump hosts) instead of a new TCP connection.
 
     Raises:
         ProvisionError: nothing answers there, or what answers is not an SSH server.
@@ -140,11 +145,15 @@ def fetch_host_key(hostname: str, port: int, *, timeout: float = 10.0) -> HostKe
     import paramiko
 
     where = f"{hostname}:{port}"
-    try:
-        sock = socket.create_connection((hostname, port), timeout=timeout)
-    except OSError as err:
-        msg = f"cannot reach {where} ({err.strerror or err}): check the address, the port and that sshd runs"
-        raise ProvisionError(msg) from err
+    if sock is None:
+        try:
+            sock = socket.create_connection((hostname, port), timeout=timeout)
+        except OSError as err:
+            msg = (
+                f"cannot reach {where} ({err.strerror or err}): check the address, the port "
+                f"and that sshd runs"
+            )
+            raise ProvisionError(msg) from err
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = timeout
@@ -157,14 +166,29 @@ def fetch_host_key(hostname: str, port: int, *, timeout: float = 10.0) -> HostKe
         transport.close()
 
 
-def unknown_key_message(*, machine: str, where: str, name: str, seen: HostKey, known_hosts: str) -> str:
-    """The one line for a host whose key is not recorded yet."""
+def unknown_key_message(
+    *,
+    machine: str,
+    where: str,
+    name: str,
+    seen: HostKey,
+    known_hosts: str,
+    kind: str = "host",
+    proxy_jump: str = "",
+) -> str:
+    """The one line for a host whose key is not recorded yet.
+
+    ``kind`` is "host" or "jump host"; ``proxy_jump`` names the jump hosts it is reached
+    through (the trust command then goes through them too).
+    """
     host, _, port = name.removeprefix("[").partition("]:")
     port_arg = f" --port {port}" if port else ""
+    jump_arg = f" --proxy-jump {proxy_jump}" if proxy_jump else ""
     return (
-        f"ssh-ready: machine {machine!r}: host {where} is not in {known_hosts} "
+        f"ssh-ready: machine {machine!r}: {kind} {where} is not in {known_hosts} "
         f"(it presents {seen.describe()}): if that fingerprint is right, run "
-        f"'fogros-dist trust {host}{port_arg} --known-hosts {known_hosts}', or set trust_new_host=true"
+        f"'fogros-dist trust {host}{port_arg}{jump_arg} --known-hosts {known_hosts}', "
+        f"or set trust_new_host=true"
     )
 
 
@@ -176,12 +200,14 @@ def changed_key_message(
     known_hosts: str,
     machine: str = "",
     trust_hint: bool = True,
+    kind: str = "host",
 ) -> str:
-    """The one line for a host whose key differs from the recorded one (``name`` as in known_hosts)."""
+    """The one line for a host whose key differs from the recorded one (``name`` as in known_hosts;
+    ``kind`` is "host" or "jump host")."""
     who = f"ssh-ready: machine {machine!r}: " if machine else ""
     trust = " and run 'fogros-dist trust' again" if trust_hint else ""
     return (
-        f"{who}host key of {name} CHANGED: it presents {seen.describe()}, {known_hosts} expects "
+        f"{who}{kind} key of {name} CHANGED: it presents {seen.describe()}, {known_hosts} expects "
         f"{expected.describe()}: if the host was reinstalled, remove the old key "
         f"(ssh-keygen -R '{name}' -f {known_hosts}){trust}; otherwise do not connect (it may be spoofed)"
     )

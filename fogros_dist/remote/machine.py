@@ -29,14 +29,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fogros_dist.errors import ConfigError, MissingExecutable, ProvisionError
-from fogros_dist.remote.agent import HostAgent, HostFacts
+from fogros_dist.remote.agent import HostAgent, HostFacts, describe_gpus, gpus_to_json
 from fogros_dist.remote.bootstrap import plan_runtime, start_install
 from fogros_dist.remote.process import RemoteProcess
 from fogros_dist.remote.runner import RetryPolicy, SSHRunner
-from fogros_dist.remote.sync import SyncMethod, SyncStats, human_bytes, push_directory
-from fogros_dist.remote.target import SSHTarget
+from fogros_dist.remote.sync import SyncMethod, SyncStats, human_bytes
+from fogros_dist.remote.target import SSHTarget, jumps_from_json, jumps_to_json
 from fogros_dist.remote.wheelhouse import default_cache_dir
+from fogros_dist.remote.workspace_build import WorkspaceBuild, workspace_dir
 from fogros_dist.spec import Host, ProcessRecord
+from fogros_dist.workspace.selection import WorkspaceSelection
 
 __all__ = ["ENV_PREFIX", "RemoteMachines", "RemoteSettings", "target_from_host"]
 
@@ -80,6 +82,7 @@ class RemoteMachines:
         deployment: str,
         domain_id: int,
         progress: Progress,
+        workspace: WorkspaceSelection | None = None,
     ) -> Host:
         """Connect (stage ``ssh-ready``), probe the host, reset the deployment's workdir there,
         write its DDS config; return the Host.
@@ -91,7 +94,11 @@ class RemoteMachines:
         runner = SSHRunner(target, retry=self._retry)
         runner.connect()
         trusted = f"; recorded new host key {runner.recorded_key.describe()}" if runner.recorded_key else ""
-        progress("ssh-ready", f"{target.where}{trusted}")
+        trusted += "".join(
+            f"; recorded new key of jump host {jump.where}: {key.describe()}"
+            for jump, key in runner.recorded_jump_keys
+        )
+        progress("ssh-ready", f"{target.route}{trusted}")
         agent = HostAgent(runner, python=settings.python, remote_dir=settings.remote_dir)
         facts = agent.probe(
             workdir=f"deployments/{deployment}/{target.machine}",
@@ -111,8 +118,11 @@ class RemoteMachines:
             "CYCLONEDDS_URI": f"file://{workdir / 'cyclonedds.xml'}",
             "RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp",
             "FOGROS_DIST_PYTHON": plan.python,
-            "FOGROS_DIST_WORKSPACE": str(workdir / "workspace"),
         }
+        overlay = workspace_dir(facts.remote_dir, workspace) if workspace is not None else ""
+        if overlay:
+            # Where the node's own packages are built and installed on the host.
+            process_env["FOGROS_DIST_WORKSPACE"] = overlay
         connection = {
             "ALIAS": target.alias,
             "HOSTNAME": target.hostname,
@@ -120,10 +130,16 @@ class RemoteMachines:
             "USER": target.user,
             "IDENTITY": target.identity_file,
             "KNOWN_HOSTS": target.known_hosts,
+            # The jump hosts, so that every later connection (attach, down) takes the same route.
+            "JUMPS": jumps_to_json(target.jumps),
+            # What the probe saw, for `list` (JSON: name, memory, driver per GPU).
+            "GPUS": gpus_to_json(facts.gpus),
             "PYTHON": settings.python,
             "REMOTE_DIR": facts.remote_dir,
             "ROS_SETUP": facts.ros_setup,
             "VENV": plan.venv,
+            # The host's build of the robot's workspace: its install/setup.bash is sourced.
+            "OVERLAY": overlay,
             "TORCH": "1" if settings.torch else "",
             "SYNC": settings.sync,
         }
@@ -146,20 +162,19 @@ class RemoteMachines:
         progress(
             "running",
             f"{target.hostname}: Python {facts.python_version} {facts.machine}, {ros}, "
-            f"ROS domain {domain_id}, bridge port {facts.bridge_port}",
+            f"{describe_gpus(facts.gpus)}, ROS domain {domain_id}, bridge port {facts.bridge_port}",
         )
         return host
 
-    def prepare(self, host: Host, *, workspace: str, progress: Progress) -> None:
-        """Install the runtime (unless current) and push the workspace (only changes).
+    def prepare(self, host: Host, *, workspace: WorkspaceSelection | None, progress: Progress) -> None:
+        """Install the runtime (unless current); push the workspace's packages and build them.
 
-        The push runs in the background: the bridge needs only the runtime, so it starts while
-        the workspace is still on its way; the first node waits for it (see :meth:`start`).
-        Reports ``bootstrapped`` or ``cached``, and ``synced`` (files and bytes sent) when the
-        push is done.
+        The workspace runs in the background: the bridge needs only the runtime, so it starts
+        while the packages are still on their way and building; the first node waits for them
+        (see :meth:`start`). Reports ``bootstrapped`` or ``cached``, ``synced`` (files and bytes
+        sent), then ``building <pkg> (n/m)`` and ``built``, or ``build cached``.
 
         Raises:
-            ConfigError: the workspace is not a directory.
             ProvisionError: the install failed.
         """
         agent = self.agent(host)
@@ -171,32 +186,33 @@ class RemoteMachines:
             what = "fogros_dist" if plan.deps_current else "fogros_dist and its dependencies"
             progress("bootstrapping", f"installing {what} into {plan.venv}")
             install = start_install(agent, facts, plan, cache_dir=self.cache_dir, machine=host.machine)
-        if workspace:
-            local = Path(workspace).expanduser()
-            if not local.is_dir():
-                msg = (
-                    f"workspace {workspace!r} is not a directory on this machine: give an existing directory"
-                )
-                raise ConfigError(msg)
-            push = _Push(
-                lambda: push_directory(
-                    agent,
-                    local=local,
-                    remote=f"{host.workdir}/workspace",
-                    remote_has_rsync=facts.rsync,
-                    method=_sync_method(conn["SYNC"]),
-                    progress=lambda line: progress("syncing", f"workspace {line}"),
-                ),
-                progress,
+        runtime_ready = threading.Event()
+        if workspace is not None and conn.get("OVERLAY"):
+            job = WorkspaceBuild(
+                agent=agent,
+                facts=facts,
+                machine=host.machine,
+                selection=workspace,
+                workspace=conn["OVERLAY"],
+                host_workdir=host.workdir,
+                venv_python=plan.python,
+                ros_setup=conn["ROS_SETUP"],
+                env=_process_env(host),
+                sync=_sync_method(conn["SYNC"]),
             )
             with self._lock:
-                self._pushes[host.resource_id] = push
+                self._pushes[host.resource_id] = _Push(job, runtime_ready, progress)
         else:
-            progress("synced", "no workspace to push")
-        if install is None:
-            progress("cached", f"runtime in {plan.venv} is up to date: nothing installed")
-            return
-        seconds = install.wait()
+            progress("synced", "no workspace packages to push: the nodes' packages are the machine's own")
+        try:
+            if install is None:
+                progress("cached", f"runtime in {plan.venv} is up to date: nothing installed")
+                return
+            seconds = install.wait()
+        finally:
+            # The build needs the runtime's colcon where the host has none; it may go on now (or
+            # find out that the install failed, which the install's own error reports).
+            runtime_ready.set()
         progress(
             "bootstrapped",
             f"runtime in {plan.venv}: {install.files_sent} files ({human_bytes(install.bytes_sent)}) "
@@ -207,13 +223,14 @@ class RemoteMachines:
             self._facts.pop(host.resource_id, None)
 
     def wait_synced(self, host: Host) -> None:
-        """Block until the workspace push that :meth:`prepare` started is done.
+        """Block until the workspace push and build that :meth:`prepare` started are done.
 
         Raises:
-            ProvisionError: the push failed (rsync's or SFTP's reason is named).
+            ProvisionError: the push or the build failed (rsync's, SFTP's or colcon's reason is
+                named).
         """
         with self._lock:
-            push = self._pushes.pop(host.resource_id, None)
+            push = self._pushes.get(host.resource_id)
         if push is not None:
             push.result()
 
@@ -225,8 +242,8 @@ class RemoteMachines:
         Raises:
             MissingExecutable: not found on the host (where it looked is named).
         """
-        # No need to wait for the workspace push: what resolution reads (ROS, the venv, the
-        # workspace's install/ overlay) is never pushed. start() waits for it instead.
+        # The node may come from the workspace being built: resolve it once the overlay is there.
+        self.wait_synced(host)
         python = _env(host)["FOGROS_DIST_PYTHON"]
         launcher = (python, "-m", "fogros_dist.node_launcher")
         done = self.agent(host).run(
@@ -249,8 +266,12 @@ class RemoteMachines:
         return (python, "-m", "fogros_dist.net.bridge_main", "--spec", str(spec_path))
 
     def upload(self, host: Host, local: Path, remote_name: str) -> Path:
-        """Copy ``local`` into the host's workdir; return its path there."""
+        """Copy ``local`` to ``remote_name`` under the host's workdir (subdirectories created);
+        return its path there."""
         remote = f"{host.workdir}/{remote_name}"
+        if "/" in remote_name:
+            parent = remote.rsplit("/", 1)[0]
+            self.agent(host).run(["mkdir", "-p", parent], what=f"make room for {remote_name}")
         try:
             self.agent(host).runner.sftp().put(str(local), remote)
         except OSError as err:
@@ -316,7 +337,9 @@ class RemoteMachines:
         with self._lock:
             push = self._pushes.pop(host.resource_id, None)
         if push is not None:
-            # A push still under way (up failed before any node started) ends before the host does.
+            # A push or build still under way (up failed, or was interrupted, before any node
+            # started) is stopped, and ends before the host does.
+            push.cancel()
             push.join()
         agent = self.agent(host)
         agent.reap(f"{host.workdir}/run", grace=2.0)
@@ -360,22 +383,36 @@ class RemoteMachines:
 
 
 class _Push:
-    """A workspace push on a thread of its own; :meth:`result` waits and re-raises its error."""
+    """A machine's workspace on a thread of its own: push, wait for the runtime, build.
 
-    def __init__(self, push: Callable[[], SyncStats], progress: Progress) -> None:
-        self._push = push
+    :meth:`result` waits and re-raises its error; :meth:`cancel` stops a build under way.
+    """
+
+    def __init__(self, job: WorkspaceBuild, runtime_ready: threading.Event, progress: Progress) -> None:
+        self._job = job
+        self._runtime_ready = runtime_ready
         self._progress = progress
+        self._cancel = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="workspace-push", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            stats = self._push()
+            stats: SyncStats = self._job.push(self._progress)
+            packages = ", ".join(self._job.selection.names)
+            self._progress("synced", f"workspace ({packages}): {stats.describe()}")
+            while not self._runtime_ready.wait(0.2):
+                if self._cancel.is_set():
+                    return
+            if not self._cancel.is_set():
+                self._job.build(self._progress, self._cancel)
         except BaseException as err:  # re-raised in the caller's thread by result()
             self._error = err
-            return
-        self._progress("synced", f"workspace: {stats.describe()}")
+
+    def cancel(self) -> None:
+        """Stop waiting, and stop the build if it runs."""
+        self._cancel.set()
 
     def join(self) -> None:
         """Wait for the push to end, whatever its outcome."""
@@ -405,6 +442,7 @@ def target_from_host(host: Host) -> SSHTarget:
         known_hosts=conn["KNOWN_HOSTS"],
         # The key was recorded (or refused) when the machine was created; never again silently.
         trust_new_host=False,
+        jumps=jumps_from_json(conn.get("JUMPS", ""), machine=host.machine, known_hosts=conn["KNOWN_HOSTS"]),
     )
 
 
@@ -435,11 +473,11 @@ def _path_prepend(host: Host) -> list[str]:
 
 
 def _setup_files(host: Host) -> list[str]:
-    ros = _connection(host).get("ROS_SETUP", "")
-    if not ros:
-        return []
-    # The workspace's own overlay, if it was built on the host ("?": only if it exists).
-    return [ros, f"?{host.workdir}/workspace/install/setup.bash"]
+    conn = _connection(host)
+    ros = conn.get("ROS_SETUP", "")
+    overlay = conn.get("OVERLAY", "")
+    # The workspace's overlay as built on the host ("?": only if it exists), over ROS 2.
+    return [*([ros] if ros else []), *([f"?{overlay}/install/setup.bash"] if overlay else [])]
 
 
 def _sync_method(value: str) -> SyncMethod:

@@ -88,15 +88,32 @@ class RemoteProcess:
         self._absorb(state)
         return self._exit if self._ended.is_set() else None
 
-    def stop(self, *, grace: float) -> int | None:
-        """SIGTERM the process group on the host, SIGKILL after ``grace``; return the exit code.
+    def stop(self, *, grace: float, sigint_grace: float | None = None) -> int | None:
+        """Stop the process group on the host; return the exit code.
+
+        With ``sigint_grace``: SIGINT, SIGTERM after ``sigint_grace`` seconds (as ``ros2 launch``
+        stops a node); without: SIGTERM first. SIGKILL ``grace`` seconds after SIGTERM.
 
         Raises:
             ProvisionError: the host cannot be reached (the process may still run there; the
                 deployment stays recorded, so `fogros-dist down` can try again).
         """
         if not self._ended.is_set():
-            self._absorb(self._agent.stop(self._rundir, self._record.name, grace=grace))
+            if sigint_grace is None:
+                state = self._agent.stop(self._rundir, self._record.name, grace=grace)
+            else:
+                state = self._agent.request(
+                    "stop",
+                    {
+                        "rundir": self._rundir,
+                        "name": self._record.name,
+                        "grace": grace,
+                        "sigint_grace": sigint_grace,
+                    },
+                    timeout=sigint_grace + grace + 30.0,
+                    what=f"stop {self._record.name}",
+                )
+            self._absorb(state)
         self._stop_following.set()
         for thread in self._followers:
             thread.join(timeout=2.0)

@@ -42,21 +42,33 @@ class Entry:
         return cls(kind=str(kind), size=int(size), mtime=int(mtime), mode=int(mode), link=str(link))
 
 
-def local_manifest(root: Path, excludes: tuple[str, ...]) -> dict[str, Entry]:
-    """Every path under ``root`` (POSIX-relative) except excluded ones: the agent's own walk."""
-    return {rel: Entry.from_wire(raw) for rel, raw in entries(root, list(excludes))}
+def local_manifest(
+    root: Path, excludes: tuple[str, ...], includes: tuple[str, ...] | None = None
+) -> dict[str, Entry]:
+    """Every path under ``root`` (POSIX-relative) except excluded ones (and, with ``includes``,
+    only those subtrees): the agent's own walk."""
+    chosen = None if includes is None else list(includes)
+    return {rel: Entry.from_wire(raw) for rel, raw in entries(root, list(excludes), chosen)}
 
 
 def sftp_push(
-    agent: HostAgent, *, local: Path, remote: str, excludes: tuple[str, ...], delete: bool
+    agent: HostAgent,
+    *,
+    local: Path,
+    remote: str,
+    excludes: tuple[str, ...],
+    delete: bool,
+    includes: tuple[str, ...] | None = None,
 ) -> SyncStats:
     """Push ``local`` to ``remote`` over SFTP, sending only changed files; see the module doc.
+
+    With ``includes``, only those subtrees travel, and (with ``delete``) the host keeps only them.
 
     Raises:
         ProvisionError: an SFTP operation failed (the path and the reason are named).
     """
     started = time.monotonic()
-    mine = local_manifest(local, excludes)
+    mine = local_manifest(local, excludes, includes)
     theirs = {rel: Entry.from_wire(raw) for rel, raw in agent.manifest(remote, excludes=excludes).items()}
     send: list[str] = []
     maybe: list[str] = []

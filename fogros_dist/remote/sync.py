@@ -76,6 +76,7 @@ def push_directory(
     remote_has_rsync: bool,
     method: SyncMethod = "auto",
     excludes: tuple[str, ...] = DEFAULT_EXCLUDES,
+    includes: tuple[str, ...] | None = None,
     delete: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> SyncStats:
@@ -88,7 +89,10 @@ def push_directory(
         remote_has_rsync: whether the host has rsync (from its probe).
         method: ``rsync``, ``sftp``, or ``auto`` (rsync if both ends have it).
         excludes: names skipped at any depth, or at the top when they start with ``/``.
-        delete: remove what the host has and ``local`` does not (never excluded paths).
+        includes: relative paths of the only subtrees that travel (a workspace's packages), or
+            None for the whole tree. With ``delete``, the host then keeps exactly those subtrees.
+        delete: remove what the host has and ``local`` does not (never excluded paths, unless
+            ``includes`` is given).
         progress: called every few seconds with a progress line during long transfers.
 
     Returns:
@@ -109,7 +113,7 @@ def push_directory(
     started = time.monotonic()
     # rsync's own quick check, in one message to the agent instead of a new SSH connection: when
     # every path's size, mtime and mode match, there is nothing to send.
-    mine = tree_digest(local, list(excludes))
+    mine = tree_digest(local, list(excludes), None if includes is None else list(includes))
     theirs = agent.digest(remote, excludes=excludes)
     if mine["digest"] == theirs["digest"]:
         return SyncStats(
@@ -129,8 +133,18 @@ def push_directory(
     if method == "sftp" or not (local_rsync and remote_has_rsync):
         from fogros_dist.remote.sftp_sync import sftp_push
 
-        return sftp_push(agent, local=local, remote=remote, excludes=excludes, delete=delete)
-    return _rsync(agent, local=local, remote=remote, excludes=excludes, delete=delete, progress=progress)
+        return sftp_push(
+            agent, local=local, remote=remote, excludes=excludes, includes=includes, delete=delete
+        )
+    return _rsync(
+        agent,
+        local=local,
+        remote=remote,
+        excludes=excludes,
+        includes=includes,
+        delete=delete,
+        progress=progress,
+    )
 
 
 def _rsync(
@@ -139,6 +153,7 @@ def _rsync(
     local: Path,
     remote: str,
     excludes: tuple[str, ...],
+    includes: tuple[str, ...] | None,
     delete: bool,
     progress: Callable[[str], None] | None,
 ) -> SyncStats:
@@ -157,6 +172,11 @@ def _rsync(
     if delete:
         argv.append("--delete")
     argv += [f"--exclude={pattern}" for pattern in excludes]
+    if includes is not None:
+        argv += _include_filters(includes)
+        if delete:
+            # What lies outside the subtrees (a package no longer needed) goes from the host too.
+            argv.append("--delete-excluded")
     argv += [f"{local}/", f"{target.user}@{target.hostname}:{remote}/"]
     started = time.monotonic()
     output = _run_with_progress(argv, progress)
@@ -178,6 +198,20 @@ def _rsync(
         files_deleted=_stat(text, r"Number of deleted files: ([\d,]+)"),
         seconds=seconds,
     )
+
+
+def _include_filters(includes: tuple[str, ...]) -> list[str]:
+    """rsync filters that keep only ``includes`` and the directories leading to them (rsync takes
+    the first rule that matches, so these come after the excludes)."""
+    rules: list[str] = []
+    for subtree in includes:
+        parts = subtree.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            rule = "--include=/" + "/".join(parts[:depth]) + "/"
+            if rule not in rules:
+                rules.append(rule)
+        rules.append("--include=/" + "/".join(parts) + "/***")
+    return [*rules, "--exclude=*"]
 
 
 def _run_with_progress(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fogros_dist.errors import ProvisionError
+from fogros_dist.requirements import BUILD, RUNTIME, find_requirements, requirement_lines, requirement_name
 
 __all__ = [
     "TargetPython",
@@ -28,7 +29,6 @@ __all__ = [
     "wheelhouse_key",
 ]
 
-_REQUIREMENTS_ENV = "FOGROS_DIST_REQUIREMENTS"
 # Bump when the wheelhouse's layout or contents change meaning, so old caches are not reused.
 _LAYOUT = "wheelhouse-1"
 _COMPLETE = ".complete"
@@ -64,6 +64,18 @@ class TargetPython:
         """``Python 3.11 x86_64``, for messages."""
         return f"{self.implementation} {self.version} {self.machine}"
 
+    def marker_environment(self) -> dict[str, str]:
+        """The PEP 508 marker values of this interpreter (the ones requirement files use)."""
+        return {
+            "python_version": self.version,
+            "python_full_version": f"{self.version}.0",
+            "implementation_name": self.implementation,
+            "platform_machine": self.machine,
+            "sys_platform": "linux",
+            "platform_system": "Linux",
+            "os_name": "posix",
+        }
+
 
 @dataclass(frozen=True, kw_only=True)
 class Wheelhouse:
@@ -90,37 +102,44 @@ def default_cache_dir() -> Path:
     return Path(xdg) / "fogros_dist"
 
 
-def runtime_requirements(*, torch: bool, path: Path | None = None) -> tuple[str, ...]:
-    """The pinned runtime requirement lines (comments and blanks dropped; torch only if asked).
+def runtime_requirements(
+    *,
+    torch: bool,
+    target: TargetPython | None = None,
+    build_tools: bool = False,
+    path: Path | None = None,
+) -> tuple[str, ...]:
+    """The pinned runtime requirement lines that apply to ``target`` (torch only if asked).
+
+    Markers (``; python_version < "3.11"``) are evaluated for the target interpreter, not for
+    the robot's: pip would evaluate them for the Python it runs on, which is the robot's.
 
     Args:
         torch: keep the ``torch`` pin.
-        path: the requirements file; default ``$FOGROS_DIST_REQUIREMENTS``, else the
-            ``requirements.txt`` beside the fogros_dist package (a source checkout).
+        target: the interpreter the wheels are for (default: this one).
+        build_tools: add colcon (``requirements-build.txt``), for a machine that builds a user's
+            workspace and has no colcon of its own.
+        path: the runtime requirements file; default: the installed one
+            (:func:`fogros_dist.requirements.find_requirements`).
 
     Raises:
         ProvisionError: no requirements file can be found.
     """
-    if path is None:
-        explicit = os.environ.get(_REQUIREMENTS_ENV)
-        path = Path(explicit) if explicit else Path(__file__).resolve().parents[2] / "requirements.txt"
-    try:
-        text = path.read_text()
-    except OSError as err:
-        msg = (
-            f"cannot read the runtime requirements {path} ({err.strerror}): run from a fogros_dist "
-            f"checkout, or set {_REQUIREMENTS_ENV} to a pinned requirements file"
-        )
-        raise ProvisionError(msg) from err
+    from packaging.markers import Marker
+
+    files = [path or find_requirements(RUNTIME)]
+    if build_tools:
+        files.append(files[0].with_name(BUILD) if path is not None else find_requirements(BUILD))
+    environment = (target or TargetPython.here()).marker_environment()
     lines = []
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name = line.split("=")[0].split("<")[0].split(">")[0].split("[")[0].strip().lower()
-        if name == "torch" and not torch:
-            continue
-        lines.append(line)
+    for file in files:
+        for line in requirement_lines(file):
+            if requirement_name(line) == "torch" and not torch:
+                continue
+            requirement, _, marker = line.partition(";")
+            if marker.strip() and not Marker(marker.strip()).evaluate(environment):
+                continue
+            lines.append(requirement.strip())
     return tuple(lines)
 
 

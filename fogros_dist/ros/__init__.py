@@ -6,6 +6,7 @@ speaking rmw_cyclonedds_cpp's wire format). Both implement :class:`~fogros_dist.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from fogros_dist.errors import ConfigError, MissingDependency
@@ -16,7 +17,14 @@ __all__ = ["GraphKind", "open_graph"]
 GraphKind = Literal["auto", "dds", "rclpy"]
 
 
-def open_graph(kind: GraphKind = "auto", domain_id: int | None = None, *, distro: str = "jazzy") -> RosGraph:
+def open_graph(
+    kind: GraphKind = "auto",
+    domain_id: int | None = None,
+    *,
+    distro: str = "jazzy",
+    node_name: str = "",
+    nodes: Sequence[str] = (),
+) -> RosGraph:
     """Join a ROS 2 domain through the adapter ``kind``.
 
     Args:
@@ -24,12 +32,16 @@ def open_graph(kind: GraphKind = "auto", domain_id: int | None = None, *, distro
             ``auto``: rclpy when it imports, else dds.
         domain_id: the ROS domain; None reads ``$ROS_DOMAIN_ID`` (default 0).
         distro: the distribution whose message definitions the dds adapter uses.
+        node_name: the graph's own node (``/ns/name`` or ``name``), shown by ``ros2 node list``;
+            "" picks ``fogros_dist_<pid>_<n>``.
+        nodes: further nodes (full names) the graph shows from the start; endpoints name their
+            owners with ``nodes=`` (see :class:`~fogros_dist.ros.graph.RosGraph`).
 
     Returns:
         The graph; close it with ``close()``.
 
     Raises:
-        ConfigError: ``kind``, ``domain_id`` or ``distro`` is invalid.
+        ConfigError: ``kind``, ``domain_id``, ``distro`` or a node name is invalid.
         MissingDependency: the adapter asked for cannot be imported (with how to get it).
         BridgeError: the adapter could not join the domain.
     """
@@ -46,7 +58,7 @@ def open_graph(kind: GraphKind = "auto", domain_id: int | None = None, *, distro
     if kind == "rclpy":
         from fogros_dist.ros.rclpy_graph import RclpyGraph
 
-        return RclpyGraph(domain_id, distro=distro)
+        return RclpyGraph(domain_id, distro=distro, node_name=node_name or None, nodes=nodes)
     try:
         from fogros_dist.ros.dds import DdsGraph
     except ImportError as err:
@@ -55,4 +67,4 @@ def open_graph(kind: GraphKind = "auto", domain_id: int | None = None, *, distro
             "pip install cyclonedds==11.0.1, or source ROS 2 and use graph='rclpy'"
         )
         raise MissingDependency(msg) from err
-    return DdsGraph(domain_id, distro=distro)
+    return DdsGraph(domain_id, distro=distro, node_name=node_name, nodes=nodes)

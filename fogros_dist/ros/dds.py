@@ -8,6 +8,11 @@ Messages are never decoded. Each topic gets a Cyclone type built from the ``rosb
 only so the topic carries the right type name and XTypes type information; samples cross as
 serialized CDR in both directions, and Cyclone's C code checks them against that type.
 
+Nodes: DDS has none, so like rmw the graph publishes ``ros_discovery_info``
+(:mod:`fogros_dist.ros.discovery`) naming its nodes and the readers and writers each owns, and
+republishes it whenever an endpoint comes or goes; ``ros2 node list`` then shows the graph's
+node and every node named with ``nodes=``.
+
 Subscriptions deliver on one thread per subscription that blocks in a WaitSet (with the GIL
 released). A Cyclone listener would save one thread wake-up, but it runs user code on Cyclone's
 receive thread: a slow callback stalls all traffic of the participant, and a callback that
@@ -22,6 +27,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from cyclonedds._clayer import ddspy_take
@@ -48,9 +54,18 @@ from cyclonedds.util import duration
 from rosbags.interfaces import Nodetype
 
 from fogros_dist.errors import BridgeError, ConfigError
+from fogros_dist.ros.discovery import (
+    DISCOVERY_QOS,
+    DISCOVERY_TOPIC,
+    PARTICIPANT_INFO_TYPE,
+    EndpointKind,
+    NodeRoster,
+    encode_participant_info,
+)
 from fogros_dist.ros.domain import resolve_domain_id
 from fogros_dist.ros.graph import CdrCallback
 from fogros_dist.ros.names import dds_topic_name, ros_type_name
+from fogros_dist.ros.node_names import NodeName, default_node_name, parse_node_name
 from fogros_dist.ros.types import MessageType, MessageTypes
 from fogros_dist.spec import QosSpec, TopicSpec
 
@@ -244,6 +259,7 @@ class DdsPublisher:
         self._topic = topic
         self._writer: DataWriter[Any] | None = writer
         self._handle = int(writer._ref)
+        self._guid = bytes(writer.guid.bytes)
 
     @property
     def topic(self) -> TopicSpec:
@@ -317,6 +333,7 @@ class DdsSubscription:
         self._graph = graph
         self._topic = topic
         self._reader = reader
+        self._guid = bytes(reader.guid.bytes)
         self._callback = callback
         self._closing = threading.Event()
         self._released = False
@@ -407,9 +424,13 @@ class DdsGraph:
             messages added with ``register_msg``).
         tune_allocator: call :func:`keep_large_messages_on_heap` (process-wide) so megabyte
             messages are not slowed down by page faults; pass False to leave malloc alone.
+        node_name: this graph's own node (``/ns/name`` or ``name``), which owns every endpoint
+            made without ``nodes=``; "" picks ``fogros_dist_<pid>_<n>``.
+        nodes: further nodes (full names) to list on the graph from the start, even before (or
+            without) endpoints of their own.
 
     Raises:
-        ConfigError: the domain id or distro is invalid.
+        ConfigError: the domain id, distro or a node name is invalid.
         BridgeError: Cyclone DDS could not create the participant (e.g. a bad CYCLONEDDS_URI).
     """
 
@@ -420,7 +441,11 @@ class DdsGraph:
         distro: str = "jazzy",
         types: MessageTypes | None = None,
         tune_allocator: bool = True,
+        node_name: str = "",
+        nodes: Sequence[str] = (),
     ) -> None:
+        self._own_node = parse_node_name(node_name or default_node_name())
+        self._roster = NodeRoster([self._own_node, *(parse_node_name(n) for n in nodes)])
         if tune_allocator:
             keep_large_messages_on_heap()
         self._types = types if types is not None else MessageTypes(distro)
@@ -443,6 +468,11 @@ class DdsGraph:
         self._structs = _Structs(self._types)
         self._topics: dict[tuple[str, str], Topic[Any]] = {}
         self._endpoints: list[DdsPublisher | DdsSubscription] = []
+        self._guid = bytes(self._participant.guid.bytes)
+        # Held while a roster is encoded and written, so samples go out in the order rosters change.
+        self._announce_lock = threading.Lock()
+        self._discovery = self._discovery_writer()
+        self._announce()
 
     @property
     def domain_id(self) -> int:
@@ -454,13 +484,29 @@ class DdsGraph:
         """The message types this graph resolves topic types with."""
         return self._types
 
-    def publisher(self, topic: TopicSpec) -> DdsPublisher:
+    @property
+    def node_name(self) -> str:
+        """The full name of this graph's own node."""
+        return self._own_node.full
+
+    @property
+    def guid(self) -> bytes:
+        """This participant's DDS GUID (16 bytes), the GID its ``ros_discovery_info`` names."""
+        return self._guid
+
+    def publisher(self, topic: TopicSpec, *, nodes: Sequence[str] = ()) -> DdsPublisher:
         """Create a writer for ``topic``.
 
+        Args:
+            topic: the topic; its ``type`` must be set.
+            nodes: the nodes (full names) that own the writer on the graph; empty: this graph's
+                own node.
+
         Raises:
-            ConfigError: the topic has no type, or its name or type is invalid.
+            ConfigError: the topic has no type, or its name, type or a node name is invalid.
             BridgeError: the graph is closed, or DDS refused the writer.
         """
+        owners = self._owners(nodes)
         dds_topic, message_type = self._topic(topic)
         try:
             writer: DataWriter[Any] = DataWriter(
@@ -469,19 +515,29 @@ class DdsGraph:
         except DDSException as err:
             raise BridgeError(f"cannot publish {topic.name}: {err}") from err
         publisher = DdsPublisher(graph=self, topic=topic, writer=writer)
-        self._remember(publisher)
+        self._remember(publisher, "writer", publisher._guid, owners)
         return publisher
 
-    def subscribe(self, topic: TopicSpec, callback: CdrCallback) -> DdsSubscription:
+    def subscribe(
+        self, topic: TopicSpec, callback: CdrCallback, *, nodes: Sequence[str] = ()
+    ) -> DdsSubscription:
         """Create a reader for ``topic`` delivering each message's CDR bytes to ``callback``.
 
         The reader ignores this participant's own writers, so a graph that both publishes and
         subscribes one topic (a bidirectional bridge) does not feed its output back to itself.
+        However many ``nodes`` own it, it is one reader: each message is delivered once.
+
+        Args:
+            topic: the topic; its ``type`` must be set.
+            callback: gets each message's CDR bytes, on the subscription's own thread.
+            nodes: the nodes (full names) that own the reader on the graph; empty: this graph's
+                own node.
 
         Raises:
-            ConfigError: the topic has no type, or its name or type is invalid.
+            ConfigError: the topic has no type, or its name, type or a node name is invalid.
             BridgeError: the graph is closed, or DDS refused the reader.
         """
+        owners = self._owners(nodes)
         dds_topic, message_type = self._topic(topic)
         qos = Qos(*_dds_policies(topic.qos, message_type), Policy.IgnoreLocal.Participant)
         try:
@@ -491,7 +547,7 @@ class DdsGraph:
         subscription = DdsSubscription(
             graph=self, topic=topic, participant=self._participant, reader=reader, callback=callback
         )
-        self._remember(subscription)
+        self._remember(subscription, "reader", subscription._guid, owners)
         return subscription
 
     def discover_type(self, topic_name: str, timeout: float) -> str | None:
@@ -542,7 +598,9 @@ class DdsGraph:
             endpoints = list(self._endpoints)
         for endpoint in endpoints:
             endpoint.close()
-        _delete(self._participant)  # deletes topics, publisher and subscriber with it
+        # Leaving the domain disposes the participant, and with it its nodes in every graph cache.
+        with self._announce_lock:  # not while a roster is being written
+            _delete(self._participant)  # deletes topics, publisher, subscriber and writers with it
 
     def __enter__(self) -> DdsGraph:
         return self
@@ -557,36 +615,77 @@ class DdsGraph:
                 "or learn it first with discover_type()"
             )
             raise ConfigError(msg)
-        name = dds_topic_name(topic.name)
-        message_type = self._types.resolve(topic.type)
+        return self._dds_topic(dds_topic_name(topic.name), topic.type)
+
+    def _dds_topic(self, name: str, type_name: str) -> tuple[Topic[Any], MessageType]:
+        message_type = self._types.resolve(type_name)
         with self._lock:
             self._check_open()
-            key = (name, topic.type)
+            key = (name, type_name)
             dds_topic = self._topics.get(key)
             if dds_topic is None:
-                struct = self._structs.get(topic.type)
+                struct = self._structs.get(type_name)
                 try:
                     dds_topic = Topic(self._participant, name, struct)
                 except DDSException as err:
-                    raise BridgeError(f"cannot create DDS topic {name} ({topic.type}): {err}") from err
+                    raise BridgeError(f"cannot create DDS topic {name} ({type_name}): {err}") from err
                 self._topics[key] = dds_topic
         return dds_topic, message_type
+
+    def _discovery_writer(self) -> DdsPublisher:
+        dds_topic, message_type = self._dds_topic(DISCOVERY_TOPIC, PARTICIPANT_INFO_TYPE)
+        qos = Qos(*_dds_policies(DISCOVERY_QOS, message_type))
+        try:
+            writer: DataWriter[Any] = DataWriter(self._publisher, dds_topic, qos)
+        except DDSException as err:
+            raise BridgeError(f"cannot publish {DISCOVERY_TOPIC}: {err}") from err
+        # Not remembered as an endpoint: rmw lists its own discovery writer under no node either.
+        topic = TopicSpec(name=f"/{DISCOVERY_TOPIC}", type=PARTICIPANT_INFO_TYPE, qos=DISCOVERY_QOS)
+        return DdsPublisher(graph=self, topic=topic, writer=writer)
+
+    def _owners(self, nodes: Sequence[str]) -> tuple[NodeName, ...]:
+        if isinstance(nodes, str):  # a lone name would otherwise be split into letters
+            nodes = (nodes,)
+        return tuple(parse_node_name(n) for n in nodes) or (self._own_node,)
+
+    def _announce(self) -> None:
+        """Publish the current roster on ``ros_discovery_info`` (a failure is logged, not raised:
+        the endpoints work regardless, only ``ros2 node`` would lag)."""
+        with self._announce_lock:
+            if self._closed:
+                return
+            cdr = encode_participant_info(self._types, self._roster.snapshot(self._guid))
+            try:
+                self._discovery.publish(cdr)
+            except BridgeError as err:
+                _log.warning("cannot announce the nodes of the DDS graph: %s", err)
 
     def _check_open(self) -> None:
         if self._closed:
             msg = f"DDS graph on domain {self._domain_id} is closed: open a new DdsGraph"
             raise BridgeError(msg)
 
-    def _remember(self, endpoint: DdsPublisher | DdsSubscription) -> None:
+    def _remember(
+        self,
+        endpoint: DdsPublisher | DdsSubscription,
+        kind: EndpointKind,
+        guid: bytes,
+        owners: tuple[NodeName, ...],
+    ) -> None:
         with self._lock:
             closed = self._closed
             if not closed:
                 self._endpoints.append(endpoint)
+                self._roster.add_endpoint(guid, kind, owners)
         if closed:
             endpoint.close()
             self._check_open()
+        self._announce()
 
     def _forget(self, endpoint: DdsPublisher | DdsSubscription) -> None:
         with self._lock:
-            if endpoint in self._endpoints:
-                self._endpoints.remove(endpoint)
+            if endpoint not in self._endpoints:
+                return
+            self._endpoints.remove(endpoint)
+            self._roster.remove_endpoint(endpoint._guid)
+        self._announce()

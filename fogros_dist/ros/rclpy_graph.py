@@ -1,26 +1,32 @@
 """The RosGraph port on rclpy, for machines with ROS 2 installed (and sourced).
 
-The graph owns a private rclpy Context, one node and a single-threaded executor spinning on its
-own thread, so it neither needs nor disturbs ``rclpy.init()`` of the host program. Messages cross
-as serialized bytes both ways (``raw=True`` subscriptions; ``Publisher.publish(bytes)``), so
+The graph owns a private rclpy Context, its own node and a single-threaded executor spinning on
+its own thread, so it neither needs nor disturbs ``rclpy.init()`` of the host program. Messages
+cross as serialized bytes both ways (``raw=True`` subscriptions; ``Publisher.publish(bytes)``), so
 nothing is converted to Python messages.
+
+Each node named with ``nodes=`` is a real rclpy node in that context (no parameter services, no
+rosout, no command-line remapping: it stands in for a node that runs elsewhere), so ``ros2 node
+info`` lists its topics. An endpoint owned by several nodes is created on the first; the others
+get a stand-in of their own that is never serviced (a publisher that never publishes, a
+subscription of depth 1 that the executor never waits on), so each message is handled once.
 
 rclpy is imported inside the functions that need it: importing this module never requires ROS 2.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fogros_dist.errors import BridgeError, ConfigError, MissingDependency, UnknownMessageType
 from fogros_dist.ros.domain import resolve_domain_id
 from fogros_dist.ros.graph import CdrCallback
 from fogros_dist.ros.names import validate_topic_name, validate_type_name
+from fogros_dist.ros.node_names import NodeName, default_node_name, parse_node_name
 from fogros_dist.spec import QosSpec, TopicSpec
 
 __all__ = ["RclpyGraph", "RclpyPublisher", "RclpySubscription", "import_rclpy"]
@@ -29,7 +35,6 @@ _log = logging.getLogger(__name__)
 # ROS 2's `launch` makes every logger created after its import non-propagating (LaunchLogger):
 # ours must still reach the host program's root handlers.
 _log.propagate = True
-_node_ids = itertools.count()
 # How often discover_type looks at the graph: rclpy offers no wait on graph changes to Python.
 _DISCOVERY_POLL = 0.02
 
@@ -73,6 +78,25 @@ def message_class(type_name: str) -> Any:
         raise UnknownMessageType(msg) from err
 
 
+def _stand_in_group() -> Any:
+    """A callback group whose entities the executor never waits on (rclpy's executors ask
+    ``can_execute`` before adding an entity to the wait set): a stand-in subscription then costs
+    no wake-up and no copy per message."""
+    from rclpy.callback_groups import CallbackGroup
+
+    class StandInGroup(CallbackGroup):  # type: ignore[misc,unused-ignore]
+        def can_execute(self, entity: Any) -> bool:
+            return False
+
+        def beginning_execution(self, entity: Any) -> bool:
+            return False
+
+        def ending_execution(self, entity: Any) -> None:
+            pass
+
+    return StandInGroup()
+
+
 def _qos_profile(qos: QosSpec) -> Any:
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -89,13 +113,28 @@ def _qos_profile(qos: QosSpec) -> Any:
     )
 
 
+def _ignore(_data: bytes) -> None:
+    """The callback of stand-in subscriptions, which the executor never calls."""
+
+
 class RclpyPublisher:
     """Publishes serialized messages through an rclpy publisher. Made by RclpyGraph."""
 
-    def __init__(self, *, graph: RclpyGraph, topic: TopicSpec, publisher: Any) -> None:
+    def __init__(
+        self,
+        *,
+        graph: RclpyGraph,
+        topic: TopicSpec,
+        node: Any,
+        publisher: Any,
+        stand_ins: Sequence[Any] = (),
+    ) -> None:
         self._graph = graph
         self._topic = topic
+        self._node: Any = node  # the rclpy node the publisher belongs to
         self._publisher: Any = publisher
+        # (node, publisher) of further owning nodes; they never publish.
+        self._stand_ins = tuple(stand_ins)
         self._lock = threading.Lock()
 
     @property
@@ -129,7 +168,7 @@ class RclpyPublisher:
         with self._lock:
             publisher, self._publisher = self._publisher, None
         if publisher is not None:
-            self._graph._destroy(self, publisher)
+            self._graph._destroy(self, publisher, self._stand_ins)
 
 
 class RclpySubscription:
@@ -144,6 +183,9 @@ class RclpySubscription:
         self._topic = topic
         self._callback = callback
         self._subscription: Any = None
+        self._node: Any = None  # the rclpy node the subscription belongs to
+        # (node, subscription) of further owning nodes; the executor never services them.
+        self._stand_ins: tuple[Any, ...] = ()
         # Held while the callback runs, so close() can wait it out; reentrant so the callback
         # itself may close the subscription.
         self._lock = threading.RLock()
@@ -182,25 +224,35 @@ class RclpySubscription:
             self._closed = True
             subscription, self._subscription = self._subscription, None
         if subscription is not None:
-            self._graph._destroy(self, subscription)
+            self._graph._destroy(self, subscription, self._stand_ins)
 
 
 class RclpyGraph:
-    """One rclpy node, on a private context, on one ROS 2 domain.
+    """rclpy nodes, on a private context, on one ROS 2 domain: the graph's own node, plus one per
+    node named with ``nodes=``.
 
     Args:
         domain_id: the ROS domain; None reads ``$ROS_DOMAIN_ID`` (default 0) now.
-        node_name: the node's name; a per-process unique default is chosen.
+        node_name: the own node's name (``/ns/name`` or ``name``), which owns every endpoint made
+            without ``nodes=``; a per-process unique default is chosen. Command-line ``--ros-args``
+            of the process (``-r __node:=...``) still apply to it, as to any rclpy node.
         distro: accepted for symmetry with DdsGraph; the sourced ROS 2 decides the types.
+        nodes: further nodes (full names) to create from the start, even before (or without)
+            endpoints of their own.
 
     Raises:
         MissingDependency: rclpy is not importable.
-        ConfigError: the domain id is invalid.
+        ConfigError: the domain id or a node name is invalid.
         BridgeError: rclpy could not start (e.g. the RMW implementation failed to load).
     """
 
     def __init__(
-        self, domain_id: int | None = None, *, node_name: str | None = None, distro: str | None = None
+        self,
+        domain_id: int | None = None,
+        *,
+        node_name: str | None = None,
+        distro: str | None = None,
+        nodes: Sequence[str] = (),
     ) -> None:
         rclpy = import_rclpy()
         from rclpy.context import Context
@@ -209,7 +261,9 @@ class RclpyGraph:
 
         del distro
         self._domain_id = resolve_domain_id(domain_id)
-        name = node_name or f"fogros_dist_{os.getpid()}_{next(_node_ids)}"
+        own = parse_node_name(node_name or default_node_name())
+        extra = [parse_node_name(n) for n in nodes]
+        name = own.name
         self._lock = threading.Lock()
         self._closed = False
         self._endpoints: list[RclpyPublisher | RclpySubscription] = []
@@ -221,7 +275,7 @@ class RclpyGraph:
                 domain_id=self._domain_id,
                 signal_handler_options=SignalHandlerOptions.NO,
             )
-            self._node = rclpy.create_node(name, context=self._context)
+            self._node = rclpy.create_node(own.name, namespace=own.namespace, context=self._context)
         except Exception as err:  # RCLError, InvalidNodeNameException, ...
             self._context.try_shutdown()
             msg = (
@@ -229,10 +283,20 @@ class RclpyGraph:
                 "check RMW_IMPLEMENTATION and the sourced ROS 2"
             )
             raise BridgeError(msg) from err
+        # Keyed by the name the node really got: the process's --ros-args may have renamed it.
+        actual = NodeName(namespace=self._node.get_namespace(), name=self._node.get_name())
+        self._nodes: dict[NodeName, Any] = {actual: self._node}
+        self._stand_in_group: Any = None
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)
         self._thread = threading.Thread(target=self._spin, name=f"rclpy-graph {name}", daemon=True)
         self._thread.start()
+        try:
+            for node in extra:
+                self._node_for(node)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def domain_id(self) -> int:
@@ -241,40 +305,85 @@ class RclpyGraph:
 
     @property
     def node_name(self) -> str:
-        """The name of this graph's node."""
+        """The base name of this graph's own node."""
         return str(self._node.get_name())
 
-    def publisher(self, topic: TopicSpec) -> RclpyPublisher:
+    @property
+    def node_full_name(self) -> str:
+        """The full name (``/ns/name``) of this graph's own node."""
+        return str(self._node.get_fully_qualified_name())
+
+    def publisher(self, topic: TopicSpec, *, nodes: Sequence[str] = ()) -> RclpyPublisher:
         """Create a publisher for ``topic`` (its ``type`` must be set).
 
+        Args:
+            topic: the topic.
+            nodes: the nodes (full names) that own it; empty: this graph's own node. The first
+                publishes; each further one gets a stand-in that never does.
+
         Raises:
-            ConfigError: the topic has no type or an invalid name.
+            ConfigError: the topic has no type, or an invalid topic or node name.
             UnknownMessageType: the type is not installed.
             BridgeError: the graph is closed.
         """
         msg_cls = self._message_class(topic)
+        owners = self._owners(nodes)
+        qos = _qos_profile(topic.qos)
         with self._lock:
             self._check_open()
-            publisher = self._node.create_publisher(msg_cls, topic.name, _qos_profile(topic.qos))
-            endpoint = RclpyPublisher(graph=self, topic=topic, publisher=publisher)
+            first, *others = (self._node_for(owner, locked=True) for owner in owners)
+            publisher = first.create_publisher(msg_cls, topic.name, qos)
+            stand_ins = [(node, node.create_publisher(msg_cls, topic.name, qos)) for node in others]
+            endpoint = RclpyPublisher(
+                graph=self, topic=topic, node=first, publisher=publisher, stand_ins=stand_ins
+            )
             self._endpoints.append(endpoint)
         return endpoint
 
-    def subscribe(self, topic: TopicSpec, callback: CdrCallback) -> RclpySubscription:
+    def subscribe(
+        self, topic: TopicSpec, callback: CdrCallback, *, nodes: Sequence[str] = ()
+    ) -> RclpySubscription:
         """Subscribe to ``topic`` (``type`` set); ``callback`` gets each message's CDR bytes.
 
+        Args:
+            topic: the topic.
+            callback: gets each message once, on the executor thread.
+            nodes: the nodes (full names) that own it; empty: this graph's own node. The first
+                delivers; each further one gets a stand-in (depth 1) that is never serviced.
+
         Raises:
-            ConfigError: the topic has no type or an invalid name.
+            ConfigError: the topic has no type, or an invalid topic or node name.
             UnknownMessageType: the type is not installed.
             BridgeError: the graph is closed.
         """
         msg_cls = self._message_class(topic)
+        owners = self._owners(nodes)
         endpoint = RclpySubscription(graph=self, topic=topic, callback=callback)
         with self._lock:
             self._check_open()
-            endpoint._subscription = self._node.create_subscription(
+            first, *others = (self._node_for(owner, locked=True) for owner in owners)
+            endpoint._subscription = first.create_subscription(
                 msg_cls, topic.name, endpoint._deliver, _qos_profile(topic.qos), raw=True
             )
+            endpoint._node = first
+            if others:
+                stand_in_qos = _qos_profile(
+                    QosSpec(reliability=topic.qos.reliability, durability=topic.qos.durability, depth=1)
+                )
+                endpoint._stand_ins = tuple(
+                    (
+                        node,
+                        node.create_subscription(
+                            msg_cls,
+                            topic.name,
+                            _ignore,
+                            stand_in_qos,
+                            raw=True,
+                            callback_group=self._stand_ins_group(),
+                        ),
+                    )
+                    for node in others
+                )
             self._endpoints.append(endpoint)
         return endpoint
 
@@ -290,12 +399,12 @@ class RclpyGraph:
         """
         validate_topic_name(topic_name)
         self._check_open()
-        own = (self._node.get_name(), self._node.get_namespace())
+        own = {(n.name, n.namespace) for n in self._nodes}
         waiter = threading.Event()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             for info in self._node.get_publishers_info_by_topic(topic_name):
-                if (info.node_name, info.node_namespace) != own and "/msg/" in info.topic_type:
+                if (info.node_name, info.node_namespace) not in own and "/msg/" in info.topic_type:
                     return str(info.topic_type)
             left = deadline - time.monotonic()
             if left <= 0:
@@ -312,7 +421,8 @@ class RclpyGraph:
         for endpoint in endpoints:
             endpoint.close()
         self._executor.shutdown(timeout_sec=5.0)
-        self._node.destroy_node()
+        for node in reversed(list(self._nodes.values())):
+            node.destroy_node()
         self._context.try_shutdown()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=5.0)
@@ -349,11 +459,62 @@ class RclpyGraph:
             msg = f"rclpy graph on domain {self._domain_id} is closed: open a new RclpyGraph"
             raise BridgeError(msg)
 
-    def _destroy(self, endpoint: RclpyPublisher | RclpySubscription, handle: Any) -> None:
+    def _owners(self, nodes: Sequence[str]) -> tuple[NodeName, ...]:
+        if isinstance(nodes, str):  # a lone name would otherwise be split into letters
+            nodes = (nodes,)
+        owners = tuple(dict.fromkeys(parse_node_name(n) for n in nodes))
+        return owners or (next(iter(self._nodes)),)
+
+    def _node_for(self, name: NodeName, *, locked: bool = False) -> Any:
+        """The rclpy node called ``name``, created (and spun) on first use."""
+        if not locked:
+            with self._lock:
+                return self._node_for(name, locked=True)
+        node = self._nodes.get(name)
+        if node is not None:
+            return node
+        import rclpy
+        from rclpy.parameter import Parameter
+
+        try:
+            node = rclpy.create_node(
+                name.name,
+                namespace=name.namespace,
+                context=self._context,
+                # It stands in for a node elsewhere: the process's own --ros-args are not its,
+                # and its services (parameters; from Jazzy on ~/get_type_description, which
+                # Humble's rclpy lacks and ignores) or rosout would answer for a node not here.
+                use_global_arguments=False,
+                enable_rosout=False,
+                start_parameter_services=False,
+                parameter_overrides=[
+                    Parameter("start_type_description_service", value=False)  # type: ignore[no-untyped-call,unused-ignore]
+                ],
+            )
+        except Exception as err:  # RCLError, InvalidNodeNameException, ...
+            msg = f"rclpy could not create node {name.full} on ROS domain {self._domain_id} ({err})"
+            raise BridgeError(msg) from err
+        self._nodes[name] = node
+        self._executor.add_node(node)
+        return node
+
+    def _stand_ins_group(self) -> Any:
+        if self._stand_in_group is None:
+            self._stand_in_group = _stand_in_group()
+        return self._stand_in_group
+
+    def _destroy(
+        self, endpoint: RclpyPublisher | RclpySubscription, handle: Any, stand_ins: Sequence[Any] = ()
+    ) -> None:
         with self._lock:
             if endpoint in self._endpoints:
                 self._endpoints.remove(endpoint)
+        node = endpoint._node
         if isinstance(endpoint, RclpyPublisher):
-            self._node.destroy_publisher(handle)
+            node.destroy_publisher(handle)
+            for other, stand_in in stand_ins:
+                other.destroy_publisher(stand_in)
         else:
-            self._node.destroy_subscription(handle)
+            node.destroy_subscription(handle)
+            for other, stand_in in stand_ins:
+                other.destroy_subscription(stand_in)

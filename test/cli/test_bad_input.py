@@ -29,7 +29,7 @@ def _one_line_error(result: object) -> str:
             r"'sensor_msgs/msg/Imag'.*did you mean 'sensor_msgs/msg/Image'",
         ),
         ({"topic_in": "/camera/9image:sensor_msgs/msg/Image"}, r"'/camera/9image'"),
-        ({"topic_out": "camera edges:sensor_msgs/msg/Image"}, r"'camera edges'"),
+        ({"topic_out": "camera edges:sensor_msgs/msg/Image"}, r"'/camera edges' contains ' '"),
         ({"name": "Bad_Name"}, r"deployment name 'Bad_Name' is invalid"),
     ],
 )

@@ -36,7 +36,8 @@ def test_detached_up_list_logs_down(fogros: Run, cli_env: dict[str, str], tmp_pa
         assert rows[0]["machines"] == ["gpu:local@127.0.0.1"]
         assert rows[0]["nodes"] == ["edges@gpu"]
         human = fogros("list").stdout
-        assert human.splitlines()[0].split() == ["NAME", "STATUS", "MACHINES", "NODES", "UPTIME", "COST"]
+        header = ["NAME", "STATUS", "MACHINES", "GPUS", "NODES", "UPTIME", "COST"]
+        assert human.splitlines()[0].split() == header
         state = _state(cli_env, "life")
         records = state.processes  # type: ignore[attr-defined]
         assert {r.role for r in records} == {"node", "bridge"}

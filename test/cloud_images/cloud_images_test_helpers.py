@@ -8,6 +8,7 @@ is no evaluator; `packer validate` or python-hcl2 run on top of it where they ar
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,29 +40,41 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _pin(text: str, where: str) -> tuple[str, str]:
+    """``("name[; marker]", version)`` of one ``name==version[; marker]`` requirement."""
+    requirement, _, marker = text.partition(";")
+    match = _PIN.fullmatch(requirement.strip())
+    assert match, f"{where}: {text!r} is not an exact name==version pin (with an optional marker)"
+    key = normalize(match[1]) + (f"; {' '.join(marker.split())}" if marker.strip() else "")
+    return key, match[2]
+
+
 def requirement_pins(path: Path = REQUIREMENTS) -> dict[str, str]:
-    """``name -> version`` from a requirements file whose every requirement is ``name==version``."""
+    """``name[; marker] -> version`` from a requirements file whose every requirement is
+    ``name==version``, optionally with an environment marker (``numpy==2.2.6; python_version <
+    "3.11"``)."""
     pins: dict[str, str] = {}
     for number, raw in enumerate(path.read_text().splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = _PIN.fullmatch(line)
-        assert match, f"{path.name}:{number}: {line!r} is not an exact name==version pin"
-        pins[normalize(match[1])] = match[2]
+        if line:
+            key, version = _pin(line, f"{path.name}:{number}")
+            pins[key] = version
     return pins
+
+
+def allowed_versions(pins: dict[str, str]) -> dict[str, set[str]]:
+    """``name -> versions`` pinned for it under any marker."""
+    found: dict[str, set[str]] = {}
+    for key, version in pins.items():
+        found.setdefault(key.split(";")[0], set()).add(version)
+    return found
 
 
 def install_sh_pins(text: str) -> dict[str, str]:
-    """The ``PINS=( ... )`` array of install.sh as ``name -> version``."""
+    """The ``PINS=( ... )`` array of install.sh as ``name[; marker] -> version`` (bash quoting)."""
     match = re.search(r"^PINS=\(\n(.*?)^\)", text, re.MULTILINE | re.DOTALL)
     assert match, "install.sh has no PINS=( ... ) array"
-    pins: dict[str, str] = {}
-    for item in match[1].split():
-        pin = _PIN.fullmatch(item)
-        assert pin, f"install.sh PINS entry {item!r} is not name==version"
-        pins[normalize(pin[1])] = pin[2]
-    return pins
+    return dict(_pin(item, "install.sh PINS") for item in shlex.split(match[1]))
 
 
 def pins_in(text: str) -> list[tuple[str, str]]:

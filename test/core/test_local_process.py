@@ -111,3 +111,60 @@ def test_follow_streams_lines_with_machine_and_stream(tmp_path: Path) -> None:
     proc.stop(grace=1.0)
     assert ("m", "p", "stdout", "out-line") in lines
     assert ("m", "p", "stderr", "err-line") in lines
+
+
+# A process that says which signal it got, and exits 0 (or ignores it, with ``ignore``).
+_SIGNAL_REPORTER = (
+    "import signal, sys, time\n"
+    "ignore = set(sys.argv[1:])\n"
+    "def seen(sig, frame):\n"
+    "    name = signal.Signals(sig).name\n"
+    "    print(name, flush=True)\n"
+    "    if name not in ignore:\n"
+    "        sys.exit(0)\n"
+    "signal.signal(signal.SIGINT, seen)\n"
+    "signal.signal(signal.SIGTERM, seen)\n"
+    "print('up', flush=True)\n"
+    "while True:\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+def _start_reporter(tmp_path: Path, *ignore: str) -> LocalProcess:
+    proc = LocalProcess.start(
+        role="node",
+        name="reporter",
+        machine="m",
+        argv=[sys.executable, "-u", "-c", _SIGNAL_REPORTER, *ignore],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        log_dir=tmp_path / "logs",
+    )
+    _wait_for(lambda: Path(proc.record.stdout_path).read_text().startswith("up"))
+    return proc
+
+
+def test_a_node_is_stopped_with_sigint_first(tmp_path: Path) -> None:
+    proc = _start_reporter(tmp_path)
+    assert proc.stop(grace=5.0, sigint_grace=5.0) == 0
+    assert Path(proc.record.stdout_path).read_text().split() == ["up", "SIGINT"]
+
+
+def test_sigint_escalates_to_sigterm_after_its_grace(tmp_path: Path) -> None:
+    proc = _start_reporter(tmp_path, "SIGINT")
+    assert proc.stop(grace=5.0, sigint_grace=0.3) == 0
+    assert Path(proc.record.stdout_path).read_text().split() == ["up", "SIGINT", "SIGTERM"]
+
+
+def test_an_ignored_sigint_is_not_handed_on(tmp_path: Path) -> None:
+    # A supervisor started in the background by a shell has SIGINT ignored; its nodes must not.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = _start(tmp_path, "import time; print('up', flush=True); time.sleep(60)")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    _wait_for(lambda: Path(proc.record.stdout_path).read_text() == "up\n")
+    # Python turns a default SIGINT into KeyboardInterrupt (and then dies of SIGINT); an ignored
+    # one would have left it running until SIGTERM.
+    assert proc.stop(grace=5.0, sigint_grace=5.0) == -signal.SIGINT
+    assert "KeyboardInterrupt" in "\n".join(proc.stderr_tail())

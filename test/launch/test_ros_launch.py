@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,65 +17,31 @@ from typing import Any
 import numpy as np
 import pytest
 from e2e_helpers import edges_round_trip
+from ros2_lane import ros2, ros2_argv
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
 pytest.importorskip("launch_ros")
 
-REPO = Path(__file__).resolve().parents[2]
-# ros2cli's entry point, run by this interpreter so the ROS tools see the venv's packages.
-# SIGINT is reset first: a shell running this in the background starts children with SIGINT
-# ignored, and launch's Ctrl-C handling then never sees it.
-ROS2 = [
-    sys.executable,
-    "-c",
-    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from ros2cli.cli import main; sys.exit(main())",
-]
-
-
-@pytest.fixture(scope="module")
-def overlay(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """fogros_dist built as a ROS 2 package with colcon, like a user's workspace would."""
-    colcon = shutil.which("colcon") or str(Path(sys.executable).parent / "colcon")
-    base = tmp_path_factory.mktemp("ws")
-    result = subprocess.run(
-        [
-            colcon,
-            *("--log-base", str(base / "log"), "build", "--base-paths", str(REPO)),
-            *("--build-base", str(base / "build"), "--install-base", str(base / "install")),
-        ],
-        cwd=base,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return base / "install"
-
 
 @pytest.fixture
-def ros_env(overlay: Path, tmp_path: Path, robot_domain: int) -> dict[str, str]:
-    env = dict(os.environ)
-    prefix = str(overlay / "fogros_dist")
-    env["AMENT_PREFIX_PATH"] = os.pathsep.join([prefix, env.get("AMENT_PREFIX_PATH", "")])
+def ros_env(ros2_env: dict[str, str], tmp_path: Path, robot_domain: int) -> dict[str, str]:
+    env = dict(ros2_env)
     env["FOGROS_DIST_HOME"] = str(tmp_path / "home")
     env["ROS_DOMAIN_ID"] = str(robot_domain)
-    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
 def _fogdist(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*ROS2, "fogdist", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [ros2(), "fogdist", *args], env=env, capture_output=True, text=True, timeout=60, check=False
     )
 
 
 def _start_launch(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
     """`ros2 launch fogros_dist offload_edge_detector.launch.py`, its output collected as it comes."""
     launch = subprocess.Popen(
-        [*ROS2, "launch", "fogros_dist", "offload_edge_detector.launch.py"],
+        ros2_argv("launch", "fogros_dist", "offload_edge_detector.launch.py"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -131,7 +95,7 @@ def test_launch_file_with_a_syntax_error_fails_in_one_line(ros_env: dict[str, st
     bad = tmp_path / "bad.launch.py"
     bad.write_text("def generate_launch_description(:\n    pass\n")
     result = subprocess.run(
-        [*ROS2, "launch", str(bad)], env=ros_env, capture_output=True, text=True, timeout=60, check=False
+        [ros2(), "launch", str(bad)], env=ros_env, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -149,7 +113,7 @@ def test_cloud_node_bad_topic_fails_before_anything_starts(ros_env: dict[str, st
         "        deployment='bad-topic')\n"
     )
     result = subprocess.run(
-        [*ROS2, "launch", str(bad)], env=ros_env, capture_output=True, text=True, timeout=60, check=False
+        [ros2(), "launch", str(bad)], env=ros_env, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode != 0
     assert "/camera/9image" in result.stderr + result.stdout

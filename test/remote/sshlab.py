@@ -7,6 +7,11 @@ these veths; nothing is routed anywhere else. The subnet number is held with a f
 runs on one machine never share one, and a namespace left behind by a crashed run is removed
 before its number is reused. Everything a host starts is stopped by PID when it is closed.
 
+A host may sit *behind* another (``add_host(..., behind=bastion)``), as a lab's GPU server sits
+behind its bastion: its veth pair then joins the bastion's namespace instead of the root one, so
+only the bastion can reach it (the root namespace has no route to its subnet, and a namespace
+forwards nothing); its sshd listens only there.
+
 Requires root, ``ip netns`` and ``/usr/sbin/sshd``; :func:`lab_unavailable` says why not.
 """
 
@@ -25,11 +30,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sshd_support import SSHD, ensure_privilege_separation_dir
+
 from fogros_dist.spec import OptionValue
 
-__all__ = ["LabHost", "SSHLab", "acquire_lab", "lab_unavailable", "release_lab"]
+__all__ = ["LabHost", "SSHLab", "acquire_lab", "jump_spec", "lab_unavailable", "release_lab"]
 
-SSHD = "/usr/sbin/sshd"
 _LOCK_DIR = Path(tempfile.gettempdir()) / "fogros_dist_test_netns"
 _SUBNETS = range(1, 250)
 _PREFIX = "fdssh"
@@ -82,6 +88,10 @@ class LabHost:
     lock_fd: int
     sshd: subprocess.Popen[bytes] | None = None
     extra_pids: list[int] = field(default_factory=list)
+    # The host whose namespace holds the other end of this host's veth (None: the root namespace).
+    behind: LabHost | None = None
+    # Lines appended to the generated sshd_config (e.g. "SetEnv PATH=...").
+    sshd_extra: str = ""
 
     @property
     def host_key(self) -> Path:
@@ -157,13 +167,16 @@ class SSHLab:
         _keygen(self.client_key)
         self.hosts: list[LabHost] = []
         _LOCK_DIR.mkdir(exist_ok=True)
-        # sshd refuses to start without its privilege separation directory (normally made by the
-        # service unit); it is empty and harmless, so it is left in place.
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         _sweep_stale()
 
-    def add_host(self, name: str, *, port: int = 22) -> LabHost:
-        """Build a namespace host running sshd on ``port``; return it once it accepts connections."""
+    def add_host(
+        self, name: str, *, port: int = 22, behind: LabHost | None = None, sshd_extra: str = ""
+    ) -> LabHost:
+        """Build a namespace host running sshd on ``port``; return it once it accepts connections.
+
+        ``behind``: reachable only from that host's namespace (see the module docstring).
+        ``sshd_extra``: lines appended to its sshd_config.
+        """
         index, lock_fd = self._claim_subnet()
         netns = f"{_PREFIX}{index}"
         host = LabHost(
@@ -177,14 +190,20 @@ class SSHLab:
             port=port,
             directory=self.root / name,
             lock_fd=lock_fd,
+            behind=behind,
+            sshd_extra=sshd_extra,
         )
         self.hosts.append(host)
         _remove_network(host)
         _ip("netns", "add", netns)
         _ip("link", "add", host.veth_root, "type", "veth", "peer", "name", host.veth_host)
         _ip("link", "set", host.veth_host, "netns", netns)
-        _ip("addr", "add", f"{host.gateway}/24", "dev", host.veth_root)
-        _ip("link", "set", host.veth_root, "up")
+        # The near end: in the root namespace, or in the bastion's (then only it has the route).
+        near = behind.netns if behind is not None else ""
+        if behind is not None:
+            _ip("link", "set", host.veth_root, "netns", near)
+        _ip("addr", "add", f"{host.gateway}/24", "dev", host.veth_root, netns=near)
+        _ip("link", "set", host.veth_root, "up", netns=near)
         _ip("addr", "add", f"{host.address}/24", "dev", host.veth_host, netns=netns)
         _ip("link", "set", host.veth_host, "up", netns=netns)
         # The host's own loopback: its DDS graph lives there.
@@ -198,16 +217,19 @@ class SSHLab:
         self.start_sshd(host)
         return host
 
-    def ensure_host(self, name: str, *, port: int = 22) -> LabHost:
+    def ensure_host(
+        self, name: str, *, port: int = 22, behind: LabHost | None = None, sshd_extra: str = ""
+    ) -> LabHost:
         """The host called ``name``, built on first use (hosts are shared by a whole session)."""
         for host in self.hosts:
             if host.name == name:
                 return host
-        return self.add_host(name, port=port)
+        return self.add_host(name, port=port, behind=behind, sshd_extra=sshd_extra)
 
     def start_sshd(self, host: LabHost) -> None:
         """Start (or restart) the host's sshd and wait until it accepts TCP connections."""
         self.stop_sshd(host)
+        ensure_privilege_separation_dir()
         config = host.directory / "sshd_config"
         argv = [
             "ip",
@@ -221,15 +243,24 @@ class SSHLab:
             "-E",
             str(host.directory / "sshd.log"),
         ]
+        log_file = host.directory / "sshd.log"
+        # -E appends: only what this sshd writes counts.
+        log_start = log_file.stat().st_size if log_file.exists() else 0
         # `ip netns exec` execs sshd, so this PID is sshd's own.
         host.sshd = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10
         while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((host.address, host.port), timeout=0.5),
-            ):
-                return
+            if host.behind is not None:
+                # Unreachable from here by design: sshd's own log says when it listens.
+                listening = f"Server listening on {host.address} port {host.port}.".encode()
+                if log_file.exists() and listening in log_file.read_bytes()[log_start:]:
+                    return
+            else:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection((host.address, host.port), timeout=0.5),
+                ):
+                    return
             if host.sshd.poll() is not None:
                 log = (host.directory / "sshd.log").read_text(errors="replace")
                 msg = f"sshd for {host.name} exited ({host.sshd.returncode}): {log[-500:]}"
@@ -306,7 +337,7 @@ class SSHLab:
             "Subsystem sftp internal-sftp\n"
             "PrintMotd no\n"
             "ClientAliveInterval 5\n"
-            "LogLevel VERBOSE\n"
+            "LogLevel VERBOSE\n" + host.sshd_extra
         )
 
 
@@ -408,5 +439,17 @@ def ssh_options(
         "ssh_config": str(lab.root / "no-ssh-config"),
         "remote_dir": host.remote_dir,
     }
+    if host.behind is not None:
+        options["proxy_jump"] = jump_spec(host)
     options.update(extra)
     return options
+
+
+def jump_spec(host: LabHost) -> str:
+    """The ProxyJump value that reaches ``host`` through the hosts it sits behind, as root."""
+    chain = []
+    via = host.behind
+    while via is not None:
+        chain.insert(0, f"root@{via.address}:{via.port}")
+        via = via.behind
+    return ",".join(chain)

@@ -6,6 +6,7 @@ checked directly in /proc (PID and start time, as the agent records them).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -148,3 +149,53 @@ def test_a_missing_executable_is_named(machines: tuple[RemoteMachines, Host]) ->
         DeploymentError, match=r"cannot start node 'nope' on machine 'gpu': cannot execute 'no-such-program'"
     ):
         remote.start(host, role="node", name="nope", argv=("no-such-program",), env=())
+
+
+# Prints the signal it got and exits 0, unless told to ignore it (the host runs this same Python).
+_SIGNAL_REPORTER = (
+    "import signal, sys, time\n"
+    "ignore = set(sys.argv[1:])\n"
+    "def seen(sig, frame):\n"
+    "    print(signal.Signals(sig).name, flush=True)\n"
+    "    if signal.Signals(sig).name not in ignore:\n"
+    "        sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, seen)\n"
+    "if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:\n"
+    "    signal.signal(signal.SIGINT, seen)\n"
+    "print('up', flush=True)\n"
+    "while True:\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+def test_a_node_is_stopped_with_sigint_then_sigterm(machines: tuple[RemoteMachines, Host]) -> None:
+    remote, host = machines
+    polite = remote.start(
+        host, role="node", name="polite", argv=(sys.executable, "-u", "-c", _SIGNAL_REPORTER), env=()
+    )
+    deaf = remote.start(
+        host,
+        role="node",
+        name="deaf",
+        argv=(sys.executable, "-u", "-c", _SIGNAL_REPORTER, "SIGINT"),
+        env=(),
+    )
+    for proc in (polite, deaf):
+        _wait(lambda proc=proc: Path(proc.record.stdout_path).read_text().startswith("up"))
+    # SIGINT reaches the node even though the agent's wrapper ignores it for itself.
+    assert polite.stop(grace=5.0, sigint_grace=5.0) == 0
+    assert Path(polite.record.stdout_path).read_text().split() == ["up", "SIGINT"]
+    assert deaf.stop(grace=5.0, sigint_grace=0.3) == 0
+    assert Path(deaf.record.stdout_path).read_text().split() == ["up", "SIGINT", "SIGTERM"]
+
+
+def test_upload_makes_the_directories_a_node_files_path_needs(
+    machines: tuple[RemoteMachines, Host], tmp_path: Path
+) -> None:
+    remote, host = machines
+    local = tmp_path / "params.yaml"
+    local.write_text("/**:\n  ros__parameters:\n    speed: 2\n")
+    placed = remote.upload(host, local, "files/robot1.planner/params-1-params.yaml")
+    assert str(placed) == f"{host.workdir}/files/robot1.planner/params-1-params.yaml"
+    # The namespace hosts share this machine's file system.
+    assert placed.read_text() == local.read_text()

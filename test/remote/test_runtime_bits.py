@@ -30,6 +30,28 @@ def test_requirements_leave_torch_out_unless_asked(tmp_path: Path) -> None:
         runtime_requirements(torch=False, path=tmp_path / "nope.txt")
 
 
+def test_markers_are_evaluated_for_the_hosts_python_not_the_robots(tmp_path: Path) -> None:
+    path = tmp_path / "requirements.txt"
+    path.write_text(
+        'numpy==2.4.6; python_version >= "3.11"\nnumpy==2.2.6; python_version < "3.11"\n'
+        'tomli==2.2.1; python_version < "3.11"\n'
+    )
+    (tmp_path / "requirements-build.txt").write_text("colcon-core==0.21.3\n")
+    py310 = TargetPython(version="3.10", implementation="cpython", machine="x86_64", libc="glibc-2.35")
+    py312 = TargetPython(version="3.12", implementation="cpython", machine="x86_64", libc="glibc-2.39")
+    assert runtime_requirements(torch=False, target=py310, path=path) == ("numpy==2.2.6", "tomli==2.2.1")
+    assert runtime_requirements(torch=False, target=py312, path=path) == ("numpy==2.4.6",)
+    assert runtime_requirements(torch=False, target=py312, path=path, build_tools=True) == (
+        "numpy==2.4.6",
+        "colcon-core==0.21.3",
+    )
+    # The checkout's own files, for a Humble host (Python 3.10).
+    humble = runtime_requirements(torch=True, target=py310, build_tools=True)
+    assert "numpy==2.2.6" in humble
+    assert "tomli==2.2.1" in humble
+    assert any(line.startswith("colcon-common-extensions==") for line in humble)
+
+
 def test_wheelhouse_key_follows_the_requirements_and_the_host_python() -> None:
     here = TargetPython(version="3.11", implementation="cpython", machine="x86_64", libc="glibc-2.36")
     arm = TargetPython(version="3.11", implementation="cpython", machine="aarch64", libc="glibc-2.36")

@@ -173,9 +173,9 @@ def test_ssh_config_alias_supplies_hostname_user_port_and_key(
 
 def test_proxies_and_missing_keys_are_refused_by_name(tmp_path: Path) -> None:
     config = tmp_path / "ssh_config"
-    config.write_text("Host behind\n  HostName 10.0.0.9\n  ProxyJump bastion\n")
+    config.write_text("Host behind\n  HostName 10.0.0.9\n  ProxyCommand nc -X 5 -x proxy:1080 %h %p\n")
     with pytest.raises(
-        ConfigError, match=r"sets proxyjump for host 'behind', which fogros_dist does not support"
+        ConfigError, match=r"sets ProxyCommand for host 'behind', which fogros_dist does not support"
     ):
         resolve_target(machine="gpu", host="behind", ssh_config=str(config))
     with pytest.raises(

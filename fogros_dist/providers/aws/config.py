@@ -20,7 +20,10 @@ from fogros_dist.spec import MachineSpec, OptionValue
 __all__ = [
     "CANONICAL_OWNER",
     "DEFAULT_AMI_NAMES",
+    "DLAMI_NAMES",
+    "DLAMI_OWNER",
     "OPTIONS",
+    "UBUNTU_RELEASES",
     "AwsOptions",
     "config_dir",
     "discover_public_cidr",
@@ -46,6 +49,8 @@ OPTIONS: dict[str, str] = {
     "endpoint_url": "EC2 API endpoint (tests, moto); default AWS_ENDPOINT_URL or AWS's own",
     "bridge_port": "TCP port of the machine's bridge, opened to allowed_cidr (default 7447)",
     "remote_dir": "fogros_dist's directory on the machine (default '~/.fogros_dist')",
+    "workspace": "the robot's colcon workspace its nodes' packages come from (default: the sourced overlay)",
+    "torch": "true or false: torch in the machine's runtime (default: when one of its nodes needs it)",
 }
 
 CANONICAL_OWNER = "099720109477"
@@ -54,6 +59,17 @@ CANONICAL_OWNER = "099720109477"
 DEFAULT_AMI_NAMES: dict[str, str] = {
     "humble": "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-{arch}-server-*",
     "jazzy": "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*",
+    "kilted": "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*",
+}
+# The Ubuntu release each ROS 2 distro is built for (the ROS 2 apt repository has no other).
+UBUNTU_RELEASES: dict[str, str] = {"humble": "22.04", "jazzy": "24.04", "kilted": "24.04"}
+# The public image with the NVIDIA driver for GPU instance types, when no image of the project's
+# own is recorded or built: AWS's Deep Learning Base AMI (OSS NVIDIA driver, CUDA, no ROS 2 and
+# no frameworks), owner "amazon", newest first. {release} is UBUNTU_RELEASES[distro].
+DLAMI_OWNER = "amazon"
+DLAMI_NAMES: dict[str, str] = {
+    "x86_64": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu {release}) *",
+    "arm64": "Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI (Ubuntu {release}) *",
 }
 
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
@@ -87,6 +103,8 @@ class AwsOptions:
     endpoint_url: str = ""
     bridge_port: int = 7447
     remote_dir: str = "~/.fogros_dist"
+    # None: torch is installed when one of the machine's nodes needs it.
+    torch: bool | None = None
 
     def market(self) -> str:
         """'spot' or 'on-demand'."""
@@ -135,6 +153,7 @@ def parse_options(machine: MachineSpec) -> AwsOptions:
         endpoint_url=_text(values, "endpoint_url", where),
         bridge_port=_number(values, "bridge_port", where, default=7447, low=1024, high=65535),
         remote_dir=_text(values, "remote_dir", where) or "~/.fogros_dist",
+        torch=_flag(values, "torch", where) if "torch" in values else None,
     )
     _check(options, where)
     return options

@@ -429,18 +429,38 @@ class Ec2:
             raise ProvisionError(msg)
         return _image(images[0])
 
-    def image_by_name(
-        self, pattern: str, *, owner: str, architecture: str = "", stage: str = "requesting"
-    ) -> ImageInfo:
-        """The newest available AMI (by CreationDate) whose name matches ``pattern`` ('*' wildcards)."""
+    def newest_image(
+        self,
+        pattern: str = "*",
+        *,
+        owner: str,
+        architecture: str = "",
+        tags: dict[str, str] | None = None,
+        stage: str = "requesting",
+    ) -> ImageInfo | None:
+        """The newest available AMI (by CreationDate) of ``owner`` whose name matches ``pattern``
+        ('*' wildcards) and that carries ``tags``; None if there is none."""
         filters = [
             {"Name": "name", "Values": [pattern]},
             {"Name": "state", "Values": ["available"]},
         ]
         if architecture:
             filters.append({"Name": "architecture", "Values": [architecture]})
+        filters += [{"Name": f"tag:{key}", "Values": [value]} for key, value in (tags or {}).items()]
         images = self.call(stage, "describe_images", Owners=[owner], Filters=filters).get("Images", [])
         if not images:
+            return None
+        newest = max(
+            images, key=lambda image: (str(image.get("CreationDate", "")), str(image.get("Name", "")))
+        )
+        return _image(newest)
+
+    def image_by_name(
+        self, pattern: str, *, owner: str, architecture: str = "", stage: str = "requesting"
+    ) -> ImageInfo:
+        """The newest available AMI (by CreationDate) whose name matches ``pattern`` ('*' wildcards)."""
+        image = self.newest_image(pattern, owner=owner, architecture=architecture, stage=stage)
+        if image is None:
             arch = f" for {architecture}" if architecture else ""
             close = self._close_image_names(pattern, owner, stage)
             msg = (
@@ -449,10 +469,7 @@ class Ec2:
                 f"and ami_owner, or set ami to an AMI id"
             )
             raise ProvisionError(msg)
-        newest = max(
-            images, key=lambda image: (str(image.get("CreationDate", "")), str(image.get("Name", "")))
-        )
-        return _image(newest)
+        return image
 
     def _close_image_names(self, pattern: str, owner: str, stage: str) -> str:
         if owner != "self":

@@ -30,14 +30,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from fogros_dist.errors import FogError, ProvisionError
 from fogros_dist.providers.aws import config as aws_config
-from fogros_dist.providers.aws.config import (
-    CANONICAL_OWNER,
-    DEFAULT_AMI_NAMES,
-    AwsOptions,
-    key_paths,
-    parse_options,
-)
+from fogros_dist.providers.aws.config import AwsOptions, key_paths, parse_options
 from fogros_dist.providers.aws.deadman import HEARTBEAT, DeadmanConfig, heartbeat_command
+from fogros_dist.providers.aws.default_image import ImageChoice, default_image
 from fogros_dist.providers.aws.ec2 import (
     NOT_GONE_STATES,
     TAG_CREATED,
@@ -48,20 +43,22 @@ from fogros_dist.providers.aws.ec2 import (
     TAG_OWNER,
     TAG_TTL,
     Ec2,
-    ImageInfo,
+    InstanceTypeInfo,
     check_region,
     resource_name,
 )
 from fogros_dist.providers.aws.heartbeat import Heartbeat
-from fogros_dist.providers.aws.images import ImageRecord, find_image, record_image
+from fogros_dist.providers.aws.images import GPU_ROS2, ImageRecord, find_image, record_image
 from fogros_dist.providers.aws.pricing import CostEstimate, estimate_cost
-from fogros_dist.providers.aws.userdata import generate_host_key, known_hosts_line, user_data
+from fogros_dist.providers.aws.userdata import ROS_READY, generate_host_key, known_hosts_line, user_data
 from fogros_dist.providers.base import Capabilities, Provider, ProvisionContext
 from fogros_dist.providers.remote_verbs import RemoteMachineVerbs
+from fogros_dist.remote.agent import gpus_from_json
 from fogros_dist.remote.machine import ENV_PREFIX, RemoteMachines, RemoteSettings
-from fogros_dist.remote.runner import RetryPolicy
+from fogros_dist.remote.runner import RetryPolicy, SSHRunner
+from fogros_dist.remote.runtime_needs import wants_torch
 from fogros_dist.remote.target import SSHTarget
-from fogros_dist.spec import Host, MachineSpec
+from fogros_dist.spec import Host, MachineSpec, default_distro
 
 __all__ = ["AWSProvider", "AwsRef", "LaunchedInstance", "SshEndpoint"]
 
@@ -71,6 +68,9 @@ _log = logging.getLogger(__name__)
 REF_KEY = f"{ENV_PREFIX}AWS_REF"
 # A fresh instance takes a minute or two from "running" to sshd answering.
 SSH_RETRY = RetryPolicy(attempts=40, first_delay_s=1.0, max_delay_s=5.0, timeout_s=10.0)
+# apt-installing ROS 2 at first boot takes minutes; much longer means it is stuck.
+ROS_INSTALL_TIMEOUT_S = 1800.0
+_ROS_POLL_S = 5.0
 _DOMAIN_RANGE = range(120, 233)
 
 # Maps an instance's public address to the (host, port) the robot connects to. Production uses the
@@ -144,6 +144,8 @@ class LaunchedInstance:
     # Where the robot connects: the public address and port 22 (see SshEndpoint).
     ssh_host: str
     ssh_port: int
+    # The ROS 2 distro the user-data installs at first boot ("" when the image has it or none).
+    install_ros: str = ""
 
     def target(self) -> SSHTarget:
         """The SSH target: the image's user, the deployment key, the pre-recorded host key."""
@@ -172,15 +174,20 @@ class AWSProvider(RemoteMachineVerbs):
         ssh_endpoint: SshEndpoint | None = None,
         retry: RetryPolicy | None = None,
         heartbeat_path: str = HEARTBEAT,
+        ros_ready_path: str = ROS_READY,
     ) -> None:
         """Args:
         ssh_endpoint: where to reach an instance's sshd (default: its public address, port 22).
         retry: how hard to try the first SSH connection (default: about three minutes).
         heartbeat_path: the dead-man switch's heartbeat file on the machine.
+        ros_ready_path: the file the first-boot ROS 2 install writes when done (its failure
+            report is ``ros-failed`` next to it).
         """
         self._ssh_endpoint = ssh_endpoint or (lambda address: (address, 22))
-        self._machines = RemoteMachines(provider=self.name, retry=retry or SSH_RETRY)
+        self._retry = retry or SSH_RETRY
+        self._machines = RemoteMachines(provider=self.name, retry=self._retry)
         self._heartbeat_path = heartbeat_path
+        self._ros_ready_path = ros_ready_path
         self._heartbeats: dict[str, Heartbeat] = {}
 
     # -- plan ----------------------------------------------------------------------------------
@@ -212,15 +219,75 @@ class AWSProvider(RemoteMachineVerbs):
         """The SSH half of ``create``: ssh-ready (host key verified on the first connection),
         probe, workdir, DDS config; then the heartbeat that keeps the dead-man switch quiet."""
         options = launched.options
-        settings = RemoteSettings(remote_dir=options.remote_dir, bridge_port=options.bridge_port)
+        if launched.install_ros:
+            self.wait_for_ros(launched, ctx)
+        settings = RemoteSettings(
+            remote_dir=options.remote_dir,
+            bridge_port=options.bridge_port,
+            torch=wants_torch(options.torch, ctx.nodes),
+        )
         domain_id = next((d for d in _DOMAIN_RANGE if d not in ctx.used_domain_ids), _DOMAIN_RANGE.start)
         host = self._machines.establish(
-            launched.target(), settings, deployment=ctx.deployment, domain_id=domain_id, progress=ctx.progress
+            launched.target(),
+            settings,
+            deployment=ctx.deployment,
+            domain_id=domain_id,
+            progress=ctx.progress,
+            workspace=ctx.workspace,
         )
         # The AWS coordinates ride with the SSH layer's connection keys (kept from processes).
         host = dataclasses.replace(host, env=(*host.env, (REF_KEY, launched.ref.to_resource_id())))
         self._start_heartbeat(host, deadman_s=options.deadman_minutes * 60)
         return host
+
+    def wait_for_ros(self, launched: LaunchedInstance, ctx: ProvisionContext) -> None:
+        """Wait until the first-boot ROS 2 install of ``launched.install_ros`` is done, refreshing
+        the heartbeat meanwhile (it takes minutes; the dead-man switch must not fire).
+
+        Raises:
+            ProvisionError: it failed (its step named) or did not finish in time.
+        """
+        distro = launched.install_ros
+        ready = self._ros_ready_path
+        failed = str(Path(ready).with_name("ros-failed"))
+        check = (
+            f"touch {self._heartbeat_path} 2>/dev/null; if [ -e {failed} ]; then cat {failed}; exit 3; "
+            f"elif [ -e {ready} ]; then exit 0; else exit 1; fi"
+        )
+        runner = SSHRunner(launched.target(), retry=self._retry)
+        started = time.monotonic()
+        announced = False
+        try:
+            while True:
+                done = runner.run(
+                    ["sh", "-c", check], check=False, timeout=60.0, what="check the ROS 2 install"
+                )
+                if done.exit_code == 0:
+                    break
+                where = f"aws machine {launched.ref.machine!r}, stage installing"
+                log = "/var/log/cloud-init-output.log"
+                if done.exit_code == 3:
+                    msg = (
+                        f"{where}: installing ROS 2 {distro} at first boot failed "
+                        f"({done.last_error_line()}): "
+                        f"see {log} on the machine (fogros-dist ssh {ctx.deployment} {launched.ref.machine} "
+                        f"-- tail -50 {log}), or use an image with ROS 2 (ami, ami_name)"
+                    )
+                    raise ProvisionError(msg)
+                if time.monotonic() - started > ROS_INSTALL_TIMEOUT_S:
+                    msg = (
+                        f"{where}: ROS 2 {distro} was not installed within {ROS_INSTALL_TIMEOUT_S:.0f} s "
+                        f"of first boot: see {log} on the machine"
+                    )
+                    raise ProvisionError(msg)
+                if not announced:
+                    ctx.progress("installing", f"ROS 2 {distro} on the image (cloud-init, first boot only)")
+                    announced = True
+                time.sleep(_ROS_POLL_S)
+        finally:
+            runner.close()
+        if announced:
+            ctx.progress("installed", f"ROS 2 {distro} in {time.monotonic() - started:.0f} s")
 
     def _start_heartbeat(self, host: Host, *, deadman_s: int) -> None:
         command = heartbeat_command(self._heartbeat_path)
@@ -257,11 +324,11 @@ class AWSProvider(RemoteMachineVerbs):
             machine=machine.name,
         )
         type_info = ec2.instance_type(options.instance_type)
-        image = self._image(ec2, options, type_info.architectures)
+        choice = self._image(ec2, options, type_info)
         ctx.progress(
             "requesting",
             f"{type_info.describe()}; {options.market()} in {ec2.region}; "
-            f"AMI {image.image_id} ({image.name})",
+            f"AMI {choice.image.image_id} ({choice.image.name}): {choice.why}",
         )
         name = resource_name(deployment=ctx.deployment, machine=machine.name)
         key_file, known_hosts = key_paths(deployment=ctx.deployment, machine=machine.name)
@@ -308,7 +375,7 @@ class AWSProvider(RemoteMachineVerbs):
                 host_public_key = host_key.public_openssh
                 deadline = int(now + options.ttl_minutes * 60) if options.ttl_minutes else 0
                 instance = ec2.run_instance(
-                    image=image,
+                    image=choice.image,
                     instance_type=options.instance_type,
                     key_name=name,
                     group_id=group_id,
@@ -320,6 +387,7 @@ class AWSProvider(RemoteMachineVerbs):
                             heartbeat=self._heartbeat_path,
                         ),
                         user=options.user,
+                        install_ros=choice.install_ros,
                     ),
                     disk_gb=options.disk_gb,
                     spot=options.spot,
@@ -357,24 +425,29 @@ class AWSProvider(RemoteMachineVerbs):
             reused=reused,
             ssh_host=ssh_host,
             ssh_port=ssh_port,
+            install_ros=choice.install_ros,
         )
 
-    def _image(self, ec2: Ec2, options: AwsOptions, architectures: tuple[str, ...]) -> ImageInfo:
+    def _image(self, ec2: Ec2, options: AwsOptions, type_info: InstanceTypeInfo) -> ImageChoice:
+        """The machine's AMI: from its options, else the default for its instance type."""
+        architectures = type_info.architectures
         arch = "arm64" if "x86_64" not in architectures and "arm64" in architectures else "x86_64"
-        image: ImageInfo
         if options.ami:
-            image = ec2.image_by_id(options.ami)
+            choice = ImageChoice(image=ec2.image_by_id(options.ami), why="option ami")
         elif (
             options.ami_name
             and not options.ami_owner
             and (record := find_image(options.ami_name, region=ec2.region))
         ):
-            image = ec2.image_by_id(record.image_id)
+            why = f"option ami_name, recorded by 'fogros-dist image' from {record.source}"
+            choice = ImageChoice(image=ec2.image_by_id(record.image_id), why=why)
         elif options.ami_name:
             image = ec2.image_by_name(options.ami_name, owner=options.ami_owner or "self")
+            choice = ImageChoice(image=image, why="option ami_name")
         else:
-            pattern = DEFAULT_AMI_NAMES["jazzy"].format(arch="amd64" if arch == "x86_64" else "arm64")
-            image = ec2.image_by_name(pattern, owner=CANONICAL_OWNER, architecture=arch)
+            found = default_image(ec2, instance_type=type_info, architecture=arch, distro=default_distro())
+            choice = dataclasses.replace(found, why=f"default for {type_info.name}: {found.why}")
+        image = choice.image
         if image.architecture not in architectures:
             msg = (
                 f"aws machine {options.machine!r}, stage requesting: AMI {image.image_id} ({image.name}) is "
@@ -382,7 +455,7 @@ class AWSProvider(RemoteMachineVerbs):
                 f"{'/'.join(architectures)} image or another instance type"
             )
             raise ProvisionError(msg)
-        return image
+        return choice
 
     # -- teardown and images ---------------------------------------------------------------------
 
@@ -449,7 +522,19 @@ class AWSProvider(RemoteMachineVerbs):
         # Not the deployment tags: `down --all` must never delete an image someone made on purpose.
         tags = {"Name": name, TAG_IMAGE_OF: source, TAG_OWNER: _owner(), TAG_CREATED: created}
         image_id = ec2.create_image(ref.instance_id, name=name, tags=tags, reboot=reboot)
-        record = ImageRecord(name=name, region=ref.region, image_id=image_id, created=created, source=source)
+        # An image of a GPU machine with ROS 2 becomes the default for GPU instance types.
+        conn = dict(host.env)
+        ros_setup = conn.get(f"{ENV_PREFIX}ROS_SETUP", "")
+        gpus = gpus_from_json(conn.get(f"{ENV_PREFIX}GPUS", ""))
+        record = ImageRecord(
+            name=name,
+            region=ref.region,
+            image_id=image_id,
+            created=created,
+            source=source,
+            kind=GPU_ROS2 if gpus and ros_setup else "",
+            ros_distro=Path(ros_setup).parent.name if ros_setup else "",
+        )
         record_image(record)
         return record
 

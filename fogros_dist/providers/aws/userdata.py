@@ -1,4 +1,5 @@
-"""Cloud-init user-data for an AWS machine: its SSH host key and the dead-man switch.
+"""Cloud-init user-data for an AWS machine: its SSH host key, the dead-man switch and, on an image
+without ROS 2 (the public GPU image), the ROS 2 install.
 
 The machine's SSH host key is made here, on the robot, and handed to the instance in its
 user-data; the robot records the public half as the known host for the instance's address before
@@ -15,7 +16,20 @@ from typing import Any
 
 from fogros_dist.providers.aws.deadman import DeadmanConfig, deadman_files
 
-__all__ = ["HostKey", "generate_host_key", "known_hosts_line", "user_data"]
+__all__ = [
+    "ROS_FAILED",
+    "ROS_READY",
+    "HostKey",
+    "generate_host_key",
+    "known_hosts_line",
+    "ros_install_script",
+    "user_data",
+]
+
+# Written by the ROS 2 install at first boot: done, or the failure (the robot waits for either).
+ROS_READY = "/var/lib/fogros_dist/ros-ready"
+ROS_FAILED = "/var/lib/fogros_dist/ros-failed"
+_ROS_SCRIPT = "/var/lib/fogros_dist/install-ros.sh"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +71,37 @@ def known_hosts_line(*, address: str, public_key: str, port: int = 22) -> str:
     return f"{host} {key_type} {key_b64}\n"
 
 
-def user_data(*, host_key: HostKey, deadman: DeadmanConfig, user: str) -> str:
+def ros_install_script(distro: str) -> str:
+    """A bash script that installs ROS 2 ``distro`` (ros-base and rmw_cyclonedds_cpp) from
+    the ROS 2 apt repository, plus python3-venv for fogros_dist's runtime, then writes ROS_READY; on any
+    failure it writes ROS_FAILED (the step and exit code) instead.
+
+    The same apt steps as cloud_images/scripts/install.sh, without its driver and venv: the image
+    has the driver, and fogros_dist pushes its own runtime.
+    """
+    return f"""#!/bin/bash
+# fogros_dist: ROS 2 {distro} on an image without it (written by the AWS provider's user-data).
+set -euo pipefail
+trap 'echo "exit code $? at: $BASH_COMMAND" >{ROS_FAILED}' ERR
+export DEBIAN_FRONTEND=noninteractive
+# On a first boot unattended-upgrades may hold the dpkg lock: wait for it instead of failing.
+apt_get() {{ apt-get -o DPkg::Lock::Timeout=600 -y -q "$@"; }}
+codename="$(. /etc/os-release && echo "${{UBUNTU_CODENAME:-$VERSION_CODENAME}}")"
+apt_get update
+apt_get install --no-install-recommends ca-certificates curl python3-venv
+if ! grep -rqs 'packages.ros.org/ros2/' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  curl -fsSL https://raw.githubusercontent.com/ros/rosdistro/master/ros.key \
+    -o /usr/share/keyrings/ros-archive-keyring.gpg
+  echo "deb [arch=$(dpkg --print-architecture) signed-by=/usr/share/keyrings/ros-archive-keyring.gpg]" \
+    "http://packages.ros.org/ros2/ubuntu $codename main" >/etc/apt/sources.list.d/ros2.list
+  apt_get update
+fi
+apt_get install --no-install-recommends ros-{distro}-ros-base ros-{distro}-rmw-cyclonedds-cpp
+touch {ROS_READY}
+"""
+
+
+def user_data(*, host_key: HostKey, deadman: DeadmanConfig, user: str, install_ros: str = "") -> str:
     """The ``#cloud-config`` document for one machine.
 
     Written as JSON (valid YAML) so that no YAML library is needed and nothing needs escaping by
@@ -67,6 +111,7 @@ def user_data(*, host_key: HostKey, deadman: DeadmanConfig, user: str) -> str:
         host_key: the machine's SSH host key; cloud-init installs it and deletes any other.
         deadman: the dead-man switch settings for this machine.
         user: the image's SSH user; it may touch the heartbeat file without sudo.
+        install_ros: a ROS 2 distro to install at first boot (:func:`ros_install_script`), or "".
     """
     config: dict[str, Any] = {
         # Replace the image's host keys with ours. Given ssh_keys, cloud-init generates none of its
@@ -92,4 +137,15 @@ def user_data(*, host_key: HostKey, deadman: DeadmanConfig, user: str) -> str:
             ["systemctl", "enable", "--now", "fogros-deadman.timer"],
         ],
     }
+    if install_ros:
+        config["write_files"].append(
+            {
+                "path": _ROS_SCRIPT,
+                "content": ros_install_script(install_ros),
+                "permissions": "0755",
+                "owner": "root:root",
+            }
+        )
+        # Last: the dead-man switch is armed before the long install starts.
+        config["runcmd"].append(["bash", _ROS_SCRIPT])
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"

@@ -80,6 +80,9 @@ class LocalProcess:
         log_dir.mkdir(parents=True, exist_ok=True)
         stdout_path = log_dir / f"{name}.out"
         stderr_path = log_dir / f"{name}.err"
+        # An ignored SIGINT survives exec: a supervisor started in the background by a shell
+        # would hand it on, and the node would then miss the SIGINT that stopping begins with.
+        reset_sigint = _default_sigint if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else None
         with stdout_path.open("ab") as out, stderr_path.open("ab") as err:
             try:
                 popen = subprocess.Popen(
@@ -90,6 +93,7 @@ class LocalProcess:
                     stdout=out,
                     stderr=err,
                     start_new_session=True,
+                    preexec_fn=reset_sigint,  # noqa: PLW1509 (it only resets one signal)
                 )
             except OSError as exc:
                 msg = f"cannot start {role} {name!r} on machine {machine!r}: {argv[0]!r}: {exc.strerror}"
@@ -125,16 +129,22 @@ class LocalProcess:
             self._exit_code = -1
         return self._exit_code
 
-    def stop(self, *, grace: float) -> int | None:
-        """SIGTERM the group, SIGKILL it after ``grace`` seconds; return the exit code if known."""
+    def stop(self, *, grace: float, sigint_grace: float | None = None) -> int | None:
+        """Stop the group; return the exit code if known.
+
+        With ``sigint_grace``: SIGINT, then SIGTERM after ``sigint_grace`` seconds (as ``ros2
+        launch`` stops a node); without: SIGTERM first. SIGKILL ``grace`` seconds after SIGTERM.
+        """
+        steps = [(signal.SIGINT, sigint_grace)] if sigint_grace is not None else []
+        steps.append((signal.SIGTERM, grace))
+        for sig, patience in steps:
+            if self.poll() is not None:
+                break
+            self._signal_group(sig)
+            self._wait_exit(patience)
         if self.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while self.poll() is None and time.monotonic() < deadline:
-                self._wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            if self.poll() is None:
-                self._signal_group(signal.SIGKILL)
-                self._wait(5.0)
+            self._signal_group(signal.SIGKILL)
+            self._wait(5.0)
         # Children the process left behind in its group get the same end.
         self._signal_group(signal.SIGKILL)
         self._stop_following.set()
@@ -178,6 +188,11 @@ class LocalProcess:
                 # Files have no change notification that works everywhere; a short sleep is cheap.
                 self._stop_following.wait(_FOLLOW_INTERVAL_S)
 
+    def _wait_exit(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < deadline:
+            self._wait(min(0.05, max(0.0, deadline - time.monotonic())))
+
     def _wait(self, timeout: float) -> None:
         if self._popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -191,6 +206,11 @@ class LocalProcess:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._record.pgid, sig)
+
+
+def _default_sigint() -> None:
+    # Runs in the child between fork and exec.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def tail_lines(path: Path, lines: int) -> tuple[str, ...]:

@@ -102,9 +102,11 @@ class LocalProvider:
         return (_python(host), "-m", "fogros_dist.net.bridge_main", "--spec", str(spec_path))
 
     def upload(self, host: Host, local: Path, remote_name: str) -> Path:
-        """Copy ``local`` into the working directory (a no-op if it is already there)."""
+        """Copy ``local`` to ``remote_name`` under the working directory (subdirectories created;
+        a no-op if it is already there)."""
         target = Path(host.workdir) / remote_name
         if local.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local, target)
         return target
 

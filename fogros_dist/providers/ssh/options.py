@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from fogros_dist.errors import ConfigError
 from fogros_dist.remote.machine import RemoteSettings
+from fogros_dist.remote.target import parse_jump_spec
 from fogros_dist.spec import MachineSpec, OptionValue
 
 __all__ = ["OPTIONS", "SSHOptions", "parse_options"]
@@ -19,13 +20,16 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "known_hosts": (str, "the path of a known_hosts file on this robot"),
     "trust_new_host": (bool, "true or false"),
     "ssh_config": (str, "the path of an OpenSSH client config on this robot"),
+    "proxy_jump": (str, "jump hosts, e.g. 'bastion' or 'me@bastion:2222,gpu-gw' (as ssh -J), or 'none'"),
     "remote_dir": (str, "a directory on the host, e.g. '~/.fogros_dist'"),
     "python": (str, "a Python 3.10+ interpreter on the host, e.g. 'python3'"),
     "bridge_port": (int, "a TCP port on the host, 1..65535 (unset: 7447 if free, else any)"),
     "ros_setup": (str, "'auto', 'none', or the path of a ROS 2 setup.bash on the host"),
-    "torch": (bool, "true or false"),
+    "torch": (bool, "true or false (unset: installed when a node needs it)"),
     "domain_id": (int, "a ROS domain id, 0..232"),
     "sync": (str, "'auto', 'rsync' or 'sftp'"),
+    # Read by the deployment (fogros_dist.deploy.workspace), checked there.
+    "workspace": (str, "the robot's colcon workspace its nodes' packages come from"),
 }
 
 
@@ -40,6 +44,10 @@ class SSHOptions:
     known_hosts: str | None = None
     trust_new_host: bool = False
     ssh_config: str | None = None
+    # None: the SSH config's ProxyJump (if any) applies.
+    proxy_jump: str | None = None
+    # None: torch is installed when one of the machine's nodes needs it.
+    torch: bool | None = None
     domain_id: int | None = None
     settings: RemoteSettings = field(default_factory=RemoteSettings)
 
@@ -98,15 +106,29 @@ def parse_options(machine: MachineSpec) -> SSHOptions:
         known_hosts=_str(values.get("known_hosts")),
         trust_new_host=bool(values.get("trust_new_host", False)),
         ssh_config=_str(values.get("ssh_config")),
+        proxy_jump=_proxy_jump(machine.name, values.get("proxy_jump")),
+        torch=_bool(values.get("torch")),
         domain_id=_int(values.get("domain_id")),
         settings=settings,
     )
+
+
+def _proxy_jump(machine: str, value: OptionValue | None) -> str | None:
+    if not isinstance(value, str):
+        return None
+    # Checked here, at plan time: a malformed jump host fails before anything is contacted.
+    parse_jump_spec(machine, value)
+    return value.strip()
 
 
 def _check_range(machine: str, key: str, value: OptionValue | None, low: int, high: int) -> None:
     if isinstance(value, int) and not low <= value <= high:
         msg = f"machine {machine!r}: option {key} = {value} is out of range: use {low}..{high}"
         raise ConfigError(msg)
+
+
+def _bool(value: OptionValue | None) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 def _str(value: OptionValue | None) -> str | None:

@@ -9,6 +9,8 @@ stamp) while pushing the workspace (only what changed). Everything else is
 
 from __future__ import annotations
 
+import dataclasses
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -16,8 +18,10 @@ from fogros_dist.errors import ProvisionError
 from fogros_dist.providers.base import Capabilities, Provider, ProvisionContext
 from fogros_dist.providers.remote_verbs import RemoteMachineVerbs
 from fogros_dist.providers.ssh.options import SSHOptions, parse_options
+from fogros_dist.remote.forward import establish_forwarded
 from fogros_dist.remote.machine import RemoteMachines
 from fogros_dist.remote.runner import RetryPolicy
+from fogros_dist.remote.runtime_needs import wants_torch
 from fogros_dist.remote.target import resolve_target
 from fogros_dist.spec import Host, MachineSpec
 
@@ -63,13 +67,17 @@ class SSHProvider(RemoteMachineVerbs):
             known_hosts=options.known_hosts,
             trust_new_host=options.trust_new_host,
             ssh_config=options.ssh_config,
+            proxy_jump=options.proxy_jump,
         )
-        return self._machines.establish(
+        # Behind jump hosts the robot cannot reach the bridge port: it is forwarded over SSH.
+        establish = partial(establish_forwarded, self._machines) if target.jumps else self._machines.establish
+        return establish(
             target,
-            options.settings,
+            dataclasses.replace(options.settings, torch=wants_torch(options.torch, ctx.nodes)),
             deployment=ctx.deployment,
             domain_id=_pick_domain(machine.name, options, ctx.used_domain_ids),
             progress=ctx.progress,
+            workspace=ctx.workspace,
         )
 
     def terminate(self, host: Host) -> None:

@@ -6,19 +6,21 @@ grasps on ``/grasps`` (``geometry_msgs/PoseArray``: poses in the camera frame, b
 the image's header) and their predicted qualities on ``/grasps/quality``
 (``std_msgs/Float32MultiArray``, see :mod:`fogros_dist.workloads.grasp.messages`).
 
-Parameters (``--ros-args -p name:=value``): ``model`` (default
-``default_model_dir()/grasp.pt``), ``top_k`` (5), ``samples`` (100 proposals), ``iterations``
-(3 CEM iterations), ``device`` (``cpu``; ``cuda`` where available), ``threads`` (torch CPU
-threads, 0 = torch's default). Bad input is logged with the topic and the value; the node keeps
-serving. A depth image that arrives before any camera info is held and answered once the camera
-info comes.
+Parameters (``--ros-args -p name:=value``): ``model`` (default: ``grasp.pt`` shipped with the
+deployment, in ``$FOGROS_DIST_NODE_FILES``, else ``default_model_dir()/grasp.pt``), ``top_k``
+(5), ``samples`` (100 proposals), ``iterations`` (3 CEM iterations), ``device`` (``cpu``;
+``cuda`` where available), ``threads`` (torch CPU threads, 0 = torch's default). Bad input is
+logged with the topic and the value; the node keeps serving. A depth image that arrives before
+any camera info is held and answered once the camera info comes.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +44,28 @@ from fogros_dist.workloads.grasp.messages import (
 )
 from fogros_dist.workloads.grasp.scene import Camera
 
-__all__ = ["MODEL_FILE", "main", "setup"]
+__all__ = ["MODEL_FILE", "main", "model_path", "setup"]
 
 MODEL_FILE = "grasp.pt"
+# Where the deployment puts the files shipped with this node (spec.ShippedFile).
+_NODE_FILES_ENV = "FOGROS_DIST_NODE_FILES"
+
+
+def model_path(explicit: str, *, environ: Mapping[str, str]) -> Path:
+    """The model the node loads: ``explicit`` (the ``model`` parameter) if given, else the
+    ``grasp.pt`` shipped with the deployment, else the one in this machine's model cache.
+
+    The shipped file comes first: an offloaded node must use the robot's model, not whatever an
+    earlier run left in the machine's cache.
+    """
+    if explicit:
+        return Path(explicit).expanduser()
+    shipped = environ.get(_NODE_FILES_ENV, "")
+    if shipped and (Path(shipped) / MODEL_FILE).is_file():
+        return Path(shipped) / MODEL_FILE
+    from fogros_dist.workloads.base import default_model_dir
+
+    return default_model_dir() / MODEL_FILE
 
 
 def _int_param(ctx: NodeContext, name: str, default: int) -> int:
@@ -77,12 +98,11 @@ class _GraspServer:
 
         from fogros_dist.ros.types import MessageTypes
         from fogros_dist.spec import TopicSpec
-        from fogros_dist.workloads.base import default_model_dir
         from fogros_dist.workloads.grasp.model import load_model
         from fogros_dist.workloads.grasp.plan import CemConfig, GraspPlanner
 
         self.log = ctx.log
-        model_path = Path(ctx.args.param("model", str(default_model_dir() / MODEL_FILE))).expanduser()
+        model_file = model_path(ctx.args.param("model", ""), environ=os.environ)
         device = ctx.args.param("device", "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             ctx.log.warning("device %s is not available here: planning on cpu", device)
@@ -95,7 +115,7 @@ class _GraspServer:
             initial_samples=max(1, _int_param(ctx, "samples", 100)),
             iterations=_int_param(ctx, "iterations", 3),
         )
-        model, metrics = load_model(model_path, device=device)
+        model, metrics = load_model(model_file, device=device)
         self.planner = GraspPlanner(model, cem=cem, device=device)
         self.types = MessageTypes(ctx.distro)
         self.depth_topic = ctx.args.topic(DEPTH_TOPIC)
@@ -127,7 +147,7 @@ class _GraspServer:
         trained = f", held-out accuracy {accuracy:.3f}" if accuracy is not None else ""
         ctx.log.info(
             "model %s on %s%s; %s + %s -> %s, %s",
-            model_path,
+            model_file,
             device,
             trained,
             self.depth_topic,

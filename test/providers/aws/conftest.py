@@ -29,19 +29,36 @@ def _free_port() -> int:
         return port
 
 
+def _public_amis(path: Path) -> Path:
+    """moto's own AMI catalogue plus public_amis.json (AWS's GPU base images and a current Ubuntu,
+    which moto's catalogue lacks), as moto's MOTO_AMIS_PATH takes it."""
+    import gzip
+    import json
+
+    import moto
+
+    catalogue = Path(moto.__file__).parent / "ec2" / "resources" / "amis.json.gz"
+    amis = json.loads(gzip.decompress(catalogue.read_bytes()))
+    amis += json.loads((Path(__file__).with_name("public_amis.json")).read_text())
+    path.write_text(json.dumps(amis))
+    return path
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``http://127.0.0.1:PORT`` of a moto_server with instance type, AMI and key pair validation."""
     if not MOTO_SERVER.exists():
         pytest.skip(f"{MOTO_SERVER} is missing: pip install 'moto[server]'")
     port = _free_port()
+    work = tmp_path_factory.mktemp("moto")
     env = dict(
         os.environ,
         MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION="1",
         MOTO_ENABLE_AMI_VALIDATION="1",
         MOTO_ENABLE_KEYPAIR_VALIDATION="1",
+        MOTO_AMIS_PATH=str(_public_amis(work / "amis.json")),
     )
-    log = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    log = work / "moto_server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import getpass
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -23,13 +22,13 @@ from pathlib import Path
 
 import pytest
 from aws_test_helpers import Progress, context, ec2_client, machine, tagged
+from sshd_support import SSHD, ensure_privilege_separation_dir
 
 from fogros_dist.errors import ProvisionError
 from fogros_dist.providers.aws.provider import AWSProvider, AwsRef, LaunchedInstance
 from fogros_dist.providers.base import ProcessSpec
 from fogros_dist.remote.runner import RetryPolicy
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(not Path(SSHD).exists(), reason="OpenSSH server (sshd) is not installed")
 
 
@@ -72,6 +71,7 @@ class InstanceSshd:
             "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
         )
+        ensure_privilege_separation_dir()
         log = (self.root / "sshd.log").open("wb")
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 10

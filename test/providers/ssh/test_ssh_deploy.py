@@ -26,9 +26,9 @@ from fogros_dist.spec import DeploymentSpec, MachineSpec, OptionValue
 pytestmark = pytest.mark.netns
 
 
-def _spec(name: str, options: dict[str, OptionValue], workspace: Path | None = None) -> DeploymentSpec:
+def _spec(name: str, options: dict[str, OptionValue]) -> DeploymentSpec:
     machine = MachineSpec(name="gpu", provider="ssh", options=tuple(sorted(options.items())))
-    return edge_deployment(name, machine, workspace=str(workspace or ""))
+    return edge_deployment(name, machine)
 
 
 def _netns(pid: int) -> str:
@@ -50,9 +50,9 @@ def test_up_offloads_to_the_ssh_host_then_a_second_up_installs_and_pushes_nothin
     # meanwhile (a changed file rightly reinstalls fogros_dist on the host).
     snapshot = selfwheel.package_files()
     monkeypatch.setattr(selfwheel, "package_files", lambda: snapshot)
-    workspace = _workspace(tmp_path / "ws")
     store = StateStore(tmp_path / "home")
-    spec = _spec("ssh-e2e", ssh_options(ssh_lab, alpha, known_hosts), workspace)
+    # fogros_dist's own node: nothing of a workspace travels (test_ssh_workspace.py has one).
+    spec = _spec("ssh-e2e", ssh_options(ssh_lab, alpha, known_hosts))
 
     stages: list[Stage] = []
     lines: list[str] = []
@@ -97,33 +97,22 @@ def test_up_offloads_to_the_ssh_host_then_a_second_up_installs_and_pushes_nothin
     assert not any(process_alive(r) for r in records if r.machine == "gpu")
     assert store.names() == []
 
-    # Nothing changed: the runtime is cached, the workspace unchanged, and up is quick.
+    # Nothing changed: the runtime is cached, and up is quick.
     by_stage = _up_and_down(spec, store, robot_domain)
     assert "bootstrapped" not in by_stage
     assert by_stage["cached"].endswith("is up to date: nothing installed")
-    assert by_stage["synced"].startswith("workspace: 0 of 30 files sent: unchanged")
+    assert by_stage["synced"].startswith("no workspace packages to push")
     assert float(by_stage["elapsed"]) < 15.0
-
-
-def _workspace(root: Path) -> Path:
-    """30 source files, and a build/ directory (1 MB) that must not travel."""
-    (root / "src" / "pkg").mkdir(parents=True)
-    for i in range(30):
-        (root / "src" / "pkg" / f"file{i}.py").write_text(f"value = {i}\n" * 100)
-    (root / "build").mkdir()
-    (root / "build" / "big.o").write_bytes(b"\0" * 1_000_000)
-    return root
 
 
 def _check_first_stages(stages: list[Stage]) -> None:
     names = [s.stage for s in stages if s.machine == "gpu"]
     assert names[:2] == ["requesting", "ssh-ready"]
-    # The workspace push overlaps the bridge's start; the node waits for it.
     assert names.index("ssh-ready") < names.index("ready") < names.index("started")
     assert names.index("synced") < names.index("started")
     assert "bootstrapped" in names or "cached" in names
     synced = next(s.message for s in stages if s.stage == "synced")
-    assert synced.startswith("workspace: 30 of 30 files sent ("), synced
+    assert synced.startswith("no workspace packages to push"), synced
 
 
 def _up_and_down(spec: DeploymentSpec, store: StateStore, robot_domain: int) -> dict[str, str]:
