@@ -94,7 +94,6 @@ class ColconProgress:
         self.failed: list[str] = []
         self.reason = ""
         self.outcome = ""
-        self.done = threading.Event()
 
     def line(self, text: str) -> None:
         """Take one line of the build's output."""
@@ -112,14 +111,11 @@ class ColconProgress:
             self._progress("rosdep", text.removeprefix("fogros-build: rosdep: "))
         elif text.startswith("fogros-build: cached"):
             self.outcome = "cached"
-            self.done.set()
         elif text.startswith("fogros-build: built"):
             self.outcome = "built"
-            self.done.set()
         elif text.startswith("fogros-build: failed: "):
             self.outcome = "failed"
             self.reason = text.removeprefix("fogros-build: failed: ")
-            self.done.set()
 
 
 @dataclass(frozen=True, kw_only=True)

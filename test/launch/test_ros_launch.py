@@ -74,6 +74,11 @@ def test_ros2_launch_offloads_and_ros2_fogdist_lists_it(ros_env: dict[str, str],
         assert "edge-offload" in human
         assert "gpu:local@127.0.0.1" in human
         reply: Any = edges_round_trip(robot_domain, context=lambda: "".join(output))
+        # `ros2 fogdist ssh` is there too; a deployment with only a Local machine is refused.
+        shell = _fogdist(ros_env, "ssh", "edge-offload")
+        assert shell.returncode == 1, shell.stdout + shell.stderr
+        assert len(shell.stderr.strip().splitlines()) == 1, shell.stderr
+        assert "has no remote machine to SSH to" in shell.stderr, shell.stderr
         assert reply.encoding == "mono8"
         assert reply.header.frame_id == "cam"
         assert int(np.asarray(reply.data).max()) == 255

@@ -11,7 +11,9 @@ host's ROS 2 (test/launch).
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,44 @@ def test_a_package_that_does_not_build_fails_the_up_in_one_line_and_leaves_nothi
     records = [json.loads(p.read_text()) for p in run.glob("*.json")]
     assert {r["name"] for r in records} >= {"bridge", "fogros-build"}
     assert not [r["name"] for r in records if start_ticks(int(r["pid"])) == int(r["start_ticks"])]
+
+
+def test_a_build_killed_on_the_host_fails_the_up_and_the_next_up_builds_again(
+    *,
+    ssh_lab: SSHLab,
+    alpha: LabHost,
+    known_hosts: Path,
+    tmp_path: Path,
+    robot_domain: int,
+    frozen_self_wheel: None,
+) -> None:
+    root = user_workspace(tmp_path / "ws")
+    store = StateStore(tmp_path / "home")
+    spec = greeter_deployment("ws-killed", _machine(ssh_lab, alpha, known_hosts), workspace=str(root))
+    record = Path(alpha.remote_dir) / "deployments" / "ws-killed" / "gpu" / "run" / "fogros-build.json"
+    killed: list[int] = []
+
+    def kill_the_build(stage: Stage) -> None:
+        # The moment colcon starts the first package, the whole build dies (kill -9 of its group).
+        if stage.stage == "building" and not killed:
+            pgid = int(json.loads(record.read_text())["pgid"])
+            os.killpg(pgid, signal.SIGKILL)
+            killed.append(pgid)
+
+    deployment = Deployment(spec, store=store, reporter=kill_the_build, robot_domain_id=robot_domain)
+    with pytest.raises(ProvisionError) as caught:
+        deployment.up()
+    assert killed
+    assert re.match(
+        r"^machine 'gpu': building the workspace failed on 10\.231\.\d+\.2: "
+        r"the build process exited with code -9: full log .*/logs/fogros-build\.out there$",
+        str(caught.value),
+    ), str(caught.value)
+    assert store.names() == []
+    # Nothing was stamped as built: the next up builds, and the node answers.
+    deployment, stages = _up(spec, store, robot_domain)
+    try:
+        assert _messages(stages, "built"), stages
+        assert greet_round_trip(robot_domain) == f"{PREFIX}, robot"
+    finally:
+        deployment.down()
