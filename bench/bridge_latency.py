@@ -8,6 +8,10 @@ whose pixel data is 1 KB, 100 KB, 1 MB and 6 MB:
   (c) bridge  DDS pub (domain A) -> robot bridge -> Zenoh -> machine bridge -> DDS sub (domain B);
               the domains differ, so the bridges are the only path
 
+and, in the same run, (a) and (c) again over mutually authenticated TLS with certificates of a
+deployment CA (net/tls.py), as every remote machine's link runs by default: the TLS/TCP ratio is
+what privacy costs.
+
 One-way latency = receive time - send time stamped into header.stamp just before publishing
 (one host, one clock). The target is (c) <= 1.25 x ((a) + (b)) at every size, for the median
 and the p99: the bridge should cost little more than the two hops it is made of.
@@ -53,7 +57,8 @@ SIZES = (1_000, 100_000, 1_000_000, 6_000_000)
 TARGET_RATIO = 1.25
 # zenoh: raw Zenoh; dds: raw DDS; egress: robot DDS -> robot bridge -> Zenoh -> a Zenoh app in the
 # cloud; bridge: robot DDS -> robot bridge -> Zenoh -> machine bridge -> DDS app on the machine.
-MODES = ("zenoh", "dds", "egress", "bridge")
+# zenoh-tls, bridge-tls: zenoh and bridge over mTLS (the default link of a remote machine).
+MODES = ("zenoh", "dds", "egress", "bridge", "zenoh-tls", "bridge-tls")
 
 # Phases carried in Image.height: probes find out when the whole path is up, warm-up messages
 # let every cache, socket buffer and allocator settle, measured ones are timed.
@@ -134,7 +139,7 @@ class _Transport:
 
             from fogros_dist.net.zenoh_config import build_config
 
-            session = zenoh.open(build_config(connect=(self.args.endpoint,)))
+            session = zenoh.open(build_config(connect=(self.args.endpoint,), bridge=self._bridge()))
             self.closers.append(session.close)
             pub = session.declare_publisher(
                 KEY,
@@ -153,7 +158,7 @@ class _Transport:
 
             from fogros_dist.net.zenoh_config import build_config
 
-            session = zenoh.open(build_config(listen=(self.args.endpoint,)))
+            session = zenoh.open(build_config(listen=(self.args.endpoint,), bridge=self._bridge()))
             self.closers.append(session.close)
 
             def on_sample(sample: Any) -> None:
@@ -173,6 +178,11 @@ class _Transport:
             return
         graph = self._graph()
         graph.subscribe(self._topic(), lambda cdr: callback(cdr, time.time_ns()))
+
+    def _bridge(self) -> Any:
+        from fogros_dist.spec import BridgeSpec
+
+        return BridgeSpec(tls_dir=self.args.tls_dir)
 
     def _graph(self) -> Any:
         from fogros_dist.ros.dds import DdsGraph
@@ -359,7 +369,7 @@ def _worker(role: str, transport: str, args: argparse.Namespace, **extra: Any) -
         *map(str, args.sizes),
     ]
     for key, value in extra.items():
-        argv += [f"--{key}", str(value)]
+        argv += [f"--{key.replace('_', '-')}", str(value)]
     return argv
 
 
@@ -368,13 +378,22 @@ def _measure(
 ) -> dict[int, list[int]]:
     out = workdir / f"{mode}.json"
     port = _free_port()
-    endpoint = f"tcp/127.0.0.1:{port}"
+    tls = mode.endswith("-tls")
+    mode = mode.removesuffix("-tls")
+    endpoint = f"{'tls' if tls else 'tcp'}/127.0.0.1:{port}"
+    # The listening side (machine) and the connecting side (robot) each present their own.
+    listener, dialer = _credentials(workdir) if tls else ("", "")
     send_time = len(args.sizes) * (args.samples + args.warmup) / args.rate
     with _processes() as start:
         if mode == "zenoh":
-            receiver = start("zenoh receiver", _worker("receiver", "zenoh", args, endpoint=endpoint, out=out))
+            receiver = start(
+                "zenoh receiver",
+                _worker("receiver", "zenoh", args, endpoint=endpoint, out=out, tls_dir=listener),
+            )
             receiver.expect("ready", 30)
-            sender = start("zenoh sender", _worker("sender", "zenoh", args, endpoint=endpoint))
+            sender = start(
+                "zenoh sender", _worker("sender", "zenoh", args, endpoint=endpoint, tls_dir=dialer)
+            )
         elif mode == "dds":
             receiver = start("dds receiver", _worker("receiver", "dds", args, domain=domains[0], out=out))
             receiver.expect("ready", 30)
@@ -385,7 +404,7 @@ def _measure(
                 "zenoh cloud app", _worker("receiver", "zenoh", args, endpoint=endpoint, out=out, announce=1)
             )
             receiver.expect("ready", 30)
-            spec = _bridge_spec("robot", robot_domain, endpoint, workdir)
+            spec = _bridge_spec("robot", robot_domain, endpoint, workdir, tls_dir=dialer)
             bridge = start(
                 "robot bridge", [sys.executable, "-m", "fogros_dist.net.bridge_main", "--spec", spec]
             )
@@ -395,8 +414,11 @@ def _measure(
             robot_domain, machine_domain = domains
             receiver = start("machine app", _worker("receiver", "dds", args, domain=machine_domain, out=out))
             receiver.expect("ready", 30)
-            for side, domain in (("machine", machine_domain), ("robot", robot_domain)):
-                spec = _bridge_spec(side, domain, endpoint, workdir)
+            for side, domain, tls_dir in (
+                ("machine", machine_domain, listener),
+                ("robot", robot_domain, dialer),
+            ):
+                spec = _bridge_spec(side, domain, endpoint, workdir, tls_dir=tls_dir)
                 command = [sys.executable, "-m", "fogros_dist.net.bridge_main", "--spec", spec]
                 bridge = start(f"{side} bridge", command)
                 bridge.expect("bridge ready", 60)
@@ -414,8 +436,18 @@ def _measure(
     return {int(k): v for k, v in json.loads(out.read_text()).items()}
 
 
-def _bridge_spec(side: str, domain: int, endpoint: str, workdir: Path) -> str:
-    from fogros_dist.spec import BridgeRunSpec, QosSpec, TopicSpec, to_json
+def _credentials(workdir: Path) -> tuple[str, str]:
+    """(machine's, robot's) TLS directories, issued by a fresh deployment CA as `up` issues them."""
+    from fogros_dist.net.tls import DeploymentAuthority
+
+    authority = DeploymentAuthority(deployment="bench")
+    machine = authority.issue(workdir / "tls" / "gpu", name="gpu", addresses=("127.0.0.1",))
+    robot = authority.issue(workdir / "tls" / "robot", name="robot")
+    return str(machine.directory), str(robot.directory)
+
+
+def _bridge_spec(side: str, domain: int, endpoint: str, workdir: Path, *, tls_dir: str = "") -> str:
+    from fogros_dist.spec import BridgeRunSpec, BridgeSpec, QosSpec, TopicSpec, to_json
 
     topic = TopicSpec(name=TOPIC, type=IMAGE, qos=QosSpec(depth=2))
     spec = BridgeRunSpec(
@@ -429,6 +461,7 @@ def _bridge_spec(side: str, domain: int, endpoint: str, workdir: Path) -> str:
         domain_id=domain,
         graph="dds",
         stats_path=str(workdir / f"{side}-stats.json"),
+        bridge=BridgeSpec(tls_dir=tls_dir),
     )
     path = workdir / f"bridge-{side}.json"
     path.write_text(to_json(spec))
@@ -483,7 +516,30 @@ def _rows(results: dict[str, dict[int, dict[str, Any]]], sizes: Sequence[int]) -
     return rows
 
 
-def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+def _tls_rows(results: dict[str, dict[int, dict[str, Any]]], sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """What mTLS costs: (a) and (d) over TLS against the same paths over TCP, same run."""
+    rows = []
+    for size in sizes:
+        row: dict[str, Any] = {"size": size}
+        for stat in ("median_ms", "p99_ms"):
+            tcp_a, tls_a = results["zenoh"][size][stat], results["zenoh-tls"][size][stat]
+            tcp_d, tls_d = results["bridge"][size][stat], results["bridge-tls"][size][stat]
+            if None in (tcp_a, tls_a, tcp_d, tls_d):
+                row[stat] = None
+                continue
+            row[stat] = {
+                "a": tcp_a,
+                "a_tls": tls_a,
+                "ratio_a": round(tls_a / tcp_a, 2),
+                "d": tcp_d,
+                "d_tls": tls_d,
+                "ratio_d": round(tls_d / tcp_d, 2),
+            }
+        rows.append(row)
+    return rows
+
+
+def _markdown(rows: list[dict[str, Any]], tls_rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     def cell(row: dict[str, Any], stat: str, key: str) -> str:
         value = row[stat]
         if value is None:
@@ -512,6 +568,21 @@ def _markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"{cell(row, stat, 'a+b')} | {cell(row, stat, 'c')} | {cell(row, stat, 'ratio')} | {met} | "
                 f"{cell(row, stat, 'd')} | {cell(row, stat, 'ratio_full')} | "
                 f"{cell(row, stat, 'ratio_hops')} |"
+            )
+    lines += [
+        "",
+        "What mTLS costs (the default link of SSH and AWS machines), same run: (a) and (d) over TLS",
+        "with certificates of a deployment CA, against the same paths over TCP.",
+        "",
+        "| size | stat | (a) zenoh TCP | (a) zenoh mTLS | TLS/TCP | (d) full TCP | (d) full mTLS | TLS/TCP |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in tls_rows:
+        for stat, name in (("median_ms", "median"), ("p99_ms", "p99")):
+            lines.append(
+                f"| {_label(row['size'])} | {name} | {cell(row, stat, 'a')} | {cell(row, stat, 'a_tls')} | "
+                f"{cell(row, stat, 'ratio_a')} | {cell(row, stat, 'd')} | {cell(row, stat, 'd_tls')} | "
+                f"{cell(row, stat, 'ratio_d')} |"
             )
     return "\n".join(lines)
 
@@ -579,6 +650,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     if len(results) < len(MODES):
         return 0  # a partial run is for investigation: keep the published numbers as they are
     rows = _rows(results, args.sizes)
+    tls_rows = _tls_rows(results, args.sizes)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -586,12 +658,13 @@ def orchestrate(args: argparse.Namespace) -> int:
                 "meta": meta,
                 "results": {m: {str(k): v for k, v in r.items()} for m, r in results.items()},
                 "rows": rows,
+                "tls_rows": tls_rows,
             },
             indent=1,
         )
         + "\n"
     )
-    table = _markdown(rows, meta)
+    table = _markdown(rows, tls_rows, meta)
     _write_benchmarks_md(table)
     print(table)
     return 0
@@ -621,6 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--domain", type=int, default=0)
     parser.add_argument("--out", default="")
     parser.add_argument("--announce", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--tls-dir", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role == "sender":
         return run_sender(args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BridgeError",
+    "Cancelled",
     "ConfigError",
     "DeploymentError",
     "FogError",
@@ -60,6 +61,11 @@ class UnknownDeployment(DeploymentError):
 
 class ProvisionError(DeploymentError):
     """A provider could not create, reach or terminate a machine."""
+
+
+class Cancelled(DeploymentError):
+    """Stopped on request (Ctrl-C, SIGTERM, `fogros-dist down`) before it finished; what it had
+    created is torn down by whoever asked."""
 
 
 class ProcessFailed(DeploymentError):

@@ -168,20 +168,37 @@ class NodeSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class BridgeSpec:
-    """How robot and machines talk: Zenoh over TCP with explicit endpoints.
+    """How robot and machines talk: Zenoh with explicit endpoints, private by default.
 
-    ``port`` 0 lets the provider pick a free port. Multicast scouting stays off unless asked for,
-    and shared memory is off so a measured link is the real network path.
+    ``protocol`` ``auto`` (the default) runs mutually authenticated TLS, with certificates of the
+    deployment's own CA on both ends, to every machine that is remote or off loopback, and plain
+    TCP to a Local machine on loopback (whose link is no more exposed than the DDS graphs at its
+    two ends). ``tls`` and ``quic`` run mTLS to every machine; ``tcp`` is plaintext to every
+    machine, an explicit opt-in that `up` warns about. ``port`` 0 lets the provider pick a free
+    port. Multicast scouting stays off unless asked for, and shared memory is off so a measured
+    link is the real network path.
     """
 
     port: int = 0
-    protocol: Literal["tcp", "quic", "tls"] = "tcp"
+    protocol: Literal["auto", "tcp", "quic", "tls"] = "auto"
     scouting: bool = False
     shared_memory: bool = False
+    # Set by the deployment in each bridge's run spec: the directory, on that bridge's machine,
+    # holding ca.pem, bridge.pem and bridge.key (net/tls.py). A deployment's own value is unused.
+    tls_dir: str = ""
+    # The largest message a bridge forwards (bytes of CDR); larger ones are dropped and counted
+    # (``dropped_oversize``) on the side that sees them first, and Zenoh's own limit matches.
+    max_message_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             msg = f"bridge port {self.port} is out of range: use 1..65535, or 0 for any free port"
+            raise ConfigError(msg)
+        if not 1024 <= self.max_message_bytes <= 1 << 30:
+            msg = (
+                f"bridge max_message_bytes {self.max_message_bytes} is out of range: use 1024 .. "
+                f"{1 << 30} (1 GiB), e.g. 67108864 for 64 MiB"
+            )
             raise ConfigError(msg)
 
 
@@ -235,6 +252,17 @@ class DeploymentSpec:
     # build them there. "" finds it from the overlay this process runs in (AMENT_PREFIX_PATH /
     # COLCON_PREFIX_PATH); a machine's own option ``workspace`` overrides it for that machine.
     workspace: str = ""
+    # Each process's stdout and stderr files are rotated before they grow past this many bytes
+    # (fogros_dist/rotating_log.py keeps 3 older parts of each: at most 4x this per stream).
+    log_max_bytes: int = 10 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 4096 <= self.log_max_bytes <= 1 << 40:
+            msg = (
+                f"log_max_bytes {self.log_max_bytes} is out of range: use 4096 (4 KiB) .. "
+                f"{1 << 40} (1 TiB), e.g. 10485760 for 10 MiB"
+            )
+            raise ConfigError(msg)
 
     def machine(self, name: str) -> MachineSpec:
         """Return the machine called ``name``; raise ConfigError naming the known ones."""

@@ -15,9 +15,9 @@ import pytest
 # ROS / DDS (fogros_dist.ros): loopback-only DDS and collision-free domain ids
 # ---------------------------------------------------------------------------------------------
 
-# Test domains: well above the ROS default (0) and typical lab domains, up to the highest id
-# Cyclone's default port mapping allows (232).
-_TEST_DOMAINS = range(100, 233)
+# Test domains for robots: clear of the ROS default (0) and typical lab domains, and below the
+# range Local machines claim host-wide (120..232), which the robots' domains must never meet.
+_TEST_DOMAINS = range(30, 120)
 _DOMAIN_LOCK_DIR = Path(tempfile.gettempdir()) / "fogros_dist_test_domains"
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from fogros_dist.spec import DeploymentSpec, MachineSpec, NodeSpec, TopicSpec
 
-__all__ = ["IMAGE", "edge_deployment", "edges_round_trip"]
+__all__ = ["IMAGE", "assert_failed_and_released", "edge_deployment", "edges_round_trip"]
 
 IMAGE = "sensor_msgs/msg/Image"
 IN_TOPIC = TopicSpec(name="/camera/image", type=IMAGE)
@@ -79,3 +79,12 @@ def edges_round_trip(robot_domain: int, *, timeout: float = 30.0, context: Calla
     finally:
         graph.close()
     return types.deserialize(IMAGE, replies[0])
+
+
+def assert_failed_and_released(store: Any, name: str, reason: str) -> None:
+    """A deployment whose `up` (or supervision) failed: its record stays, ``failed``, with the
+    reason (``reason`` a substring of it), and nothing of it is left."""
+    state = store.load(name)
+    assert state.status == "failed", state
+    assert reason in state.error, state.error
+    assert state.released, state

@@ -22,6 +22,7 @@ PINS=(
   catkin-pkg==1.1.1
   packaging==26.3
   paramiko==5.1.0
+  cryptography==50.0.2
   boto3==1.44.5
   torch==2.13.0
   kiss-icp==1.3.0

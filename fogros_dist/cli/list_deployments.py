@@ -12,10 +12,11 @@ import argparse
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from fogros_dist.cli.output import table
-from fogros_dist.deploy.state import DeploymentState, StateStore
+from fogros_dist.deploy.state import DeploymentState, StateStore, UnreadableState
 from fogros_dist.errors import FogError
 from fogros_dist.providers.local.process import process_alive
 from fogros_dist.registry import get_provider
@@ -58,8 +59,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the deployments table (or JSON)."""
-    states = StateStore().load_all()
-    rows = [_recorded(state) for state in states]
+    states, unreadable = StateStore().scan()
+    rows = [_recorded(state) for state in states] + [_unreadable(entry) for entry in unreadable]
     if args.region:
         recorded = {(s.spec.name, h.machine) for s in states for h in s.hosts if h.provider == "aws"}
         rows += _untracked(args.region, profile=args.profile, recorded=recorded)
@@ -69,12 +70,13 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print("no deployments")
         return 0
-    headers = ("NAME", "STATUS", "MACHINES", "GPUS", "NODES", "UPTIME", "COST")
+    headers = ("NAME", "STATUS", "MACHINES", "LINK", "GPUS", "NODES", "UPTIME", "COST")
     cells = [
         (
             str(r["name"]),
             str(r["status"]),
             ", ".join(r["machines"]),
+            ", ".join(f"{machine}: {state}" for machine, state in r["link"].items()) or "-",
             _gpu_cell(r["gpus"]),
             ", ".join(r["nodes"]),
             _duration(r["uptime_s"]),
@@ -89,20 +91,81 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded(state: DeploymentState) -> dict[str, Any]:
+def _status(state: DeploymentState) -> str:
+    """What the record says, checked against the supervisor: a deployment whose supervisor is
+    gone is orphaned whatever it last wrote; a failed one names why (and what is left)."""
+    if state.status == "failed":
+        if not state.leftovers:
+            return f"failed: {state.error}"
+        left = len(state.leftovers)
+        return f"failed: {state.error}; {left} thing(s) left: 'fogros-dist down {state.spec.name}'"
     supervised = state.supervisor is not None and process_alive(state.supervisor)
+    return state.status if supervised else f"{state.status} (orphaned: its supervisor is gone)"
+
+
+def _node_cells(state: DeploymentState) -> list[str]:
+    """``name@machine``, with ``(dead: ...)`` for a node whose process is no longer recorded as
+    running (the supervisor records every exit), or whose Local process is gone."""
+    cells = []
+    running = {(r.machine, r.name): r for r in state.processes if r.role == "node"}
+    for node in state.spec.nodes:
+        cell = f"{node.name}@{node.machine}"
+        record = running.get((node.machine, node.process_name))
+        host = state.host(node.machine)
+        # Local processes are checked here and now; remote ones through the supervisor's record.
+        local = host is not None and host.provider == "local"
+        if record is None or (local and not process_alive(record)):
+            ended = [e for e in state.exits if (e.machine, e.name) == (node.machine, node.process_name)]
+            how = f"exit {ended[-1].exit_code}" if ended else "not running"
+            cell += f" (dead: {how})"
+        cells.append(cell)
+    return cells
+
+
+def _link_states(state: DeploymentState) -> dict[str, str]:
+    """The robot bridge's view of each machine's link, from its stats file ({} when it has none)."""
+    from fogros_dist.net.stats import peer_link_states
+
+    path = dict(state.stats_paths).get("robot")
+    if not path or state.status in ("failed", "stopping"):
+        return {}
+    try:
+        snapshot = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return peer_link_states(snapshot) if isinstance(snapshot, dict) else {}
+
+
+def _unreadable(entry: UnreadableState) -> dict[str, Any]:
+    """A deployment whose state file cannot be read: shown, never hidden."""
+    return {
+        "name": entry.name,
+        "status": f"unreadable: {entry.reason} ({entry.path})",
+        "link": {},
+        "machines": [],
+        "gpus": {},
+        "nodes": [],
+        "uptime_s": 0.0,
+        "cost": "?",
+        "cost_notes": [],
+    }
+
+
+def _recorded(state: DeploymentState) -> dict[str, Any]:
     uptime = time.time() - state.created_at
     total, notes = _cost(state, uptime)
     return {
         "name": state.spec.name,
-        "status": state.status if supervised or state.status == "failed" else f"{state.status} (orphaned)",
+        "status": _status(state),
         "machines": [_machine_cell(h) for h in state.hosts],
         # What each SSH-reached machine's probe saw (Local machines report none).
         "gpus": {
             h.machine: [dataclasses.asdict(g) for g in gpus_from_json(_connection(h).get("GPUS", ""))]
             for h in state.hosts
         },
-        "nodes": [f"{n.name}@{n.machine}" for n in state.spec.nodes],
+        "nodes": _node_cells(state),
+        # Each machine's link as the robot bridge last saw it (up, outages, DOWN for n s).
+        "link": _link_states(state),
         "uptime_s": round(uptime, 1),
         "cost": total,
         "cost_notes": notes,
@@ -157,6 +220,7 @@ def _untracked(regions: list[str], *, profile: str, recorded: set[tuple[str, str
             {
                 "name": found.deployment,
                 "status": f"untracked ({found.state}, owner {found.owner or '?'})",
+                "link": {},
                 "machines": [f"{found.machine}:aws/{found.region}@{found.public_ip or found.instance_id}"],
                 "gpus": {},
                 "nodes": [],

@@ -1,16 +1,23 @@
-"""`fogros-dist logs NAME`: the output of a deployment's nodes and bridges, prefixed by machine."""
+"""`fogros-dist logs NAME`: the output of a deployment's nodes and bridges, prefixed by machine.
+
+Each process's output is in ``<name>.out`` / ``<name>.err`` and the rotated parts before them
+(``.out.1`` is the newer of two, see :mod:`fogros_dist.rotating_log`); the last lines are read
+across the parts, oldest first, so rotation never shows as a gap.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Literal
 
 from fogros_dist.cli.output import PrefixedOutput
 from fogros_dist.deploy.state import StateStore
-from fogros_dist.errors import UnknownDeployment
-from fogros_dist.providers.local.process import LocalProcess, tail_lines
+from fogros_dist.errors import ConfigError, DeploymentError, UnknownDeployment
+from fogros_dist.providers.local.process import LocalProcess
+from fogros_dist.rotating_log import tail_lines
 
 __all__ = ["add_parser", "run"]
 
@@ -27,24 +34,23 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the last lines of every process's output, then follow if asked."""
+    if args.lines < 0:
+        msg = f"--lines {args.lines} is negative: give a number of lines >= 0"
+        raise ConfigError(msg)
     store = StateStore()
     sink = PrefixedOutput()
+    state = None
     if args.name in store.names():
-        records = store.load(args.name).processes
-    else:
+        try:
+            state = store.load(args.name)
+        except DeploymentError as err:
+            # The record is broken, the output is not: show what the files hold.
+            print(f"fogros-dist: warning: {err}; showing its log files", file=sys.stderr)
+    if state is None:
         # After `down` the state is gone but the logs stay: read them from the files.
-        root = store.deployment_dir(args.name)
-        if not root.exists():
-            known = ", ".join(store.names()) or "none"
-            msg = f"no deployment or logs named {args.name!r} in {store.home} (recorded: {known})"
-            raise UnknownDeployment(msg)
-        for path in sorted(root.glob("**/logs/*.out")) + sorted(root.glob("**/logs/*.err")):
-            machine = path.parent.parent.name if path.parent.parent != root else "robot"
-            stream: Literal["stdout", "stderr"] = "stderr" if path.suffix == ".err" else "stdout"
-            for line in tail_lines(path, args.lines):
-                sink(machine, path.stem, stream, line)
+        _print_files(store, args)
         return 0
-    records = tuple(r for r in records if args.machine in (None, r.machine))
+    records = tuple(r for r in state.processes if args.machine in (None, r.machine))
     for record in records:
         for line in tail_lines(Path(record.stdout_path), args.lines):
             sink(record.machine, record.name, "stdout", line)
@@ -56,3 +62,19 @@ def run(args: argparse.Namespace) -> int:
             proc.follow(sink)
         threading.Event().wait()
     return 0
+
+
+def _print_files(store: StateStore, args: argparse.Namespace) -> None:
+    root = store.deployment_dir(args.name)
+    if not root.is_dir():
+        known = ", ".join(store.names()) or "none"
+        msg = f"no deployment or logs named {args.name!r} in {store.home} (recorded: {known})"
+        raise UnknownDeployment(msg)
+    sink = PrefixedOutput()
+    for path in sorted(root.glob("**/logs/*.out")) + sorted(root.glob("**/logs/*.err")):
+        machine = path.parent.parent.name if path.parent.parent != root else "robot"
+        if args.machine not in (None, machine):
+            continue
+        stream: Literal["stdout", "stderr"] = "stderr" if path.suffix == ".err" else "stdout"
+        for line in tail_lines(path, args.lines):
+            sink(machine, path.stem, stream, line)

@@ -1,8 +1,12 @@
 """The deployment engine: plan -> provision -> bridge -> start -> (supervise) -> teardown.
 
-Each step records what it created in the state store before the next one begins, so `down` can
-always undo a deployment, including one whose supervisor crashed half-way through `up`. The engine
-is plain Python: the CLI and the launch adapters drive it and only render its progress.
+The record comes first and goes last: it is written before anything exists, each machine is
+recorded as ``pending`` before its provider starts creating it and as a Host once it exists, and
+every process as soon as it runs, so `down` can always undo a deployment, including one whose
+supervisor was killed half-way through `up`. Whatever stops it (Ctrl-C, SIGTERM, `down`, a
+failure) goes through the one teardown (:mod:`fogros_dist.deploy.teardown`). ``cancel()`` makes
+any stage of `up` give up within about a second. The engine is plain Python: the CLI and the
+launch adapters drive it and only render its progress.
 """
 
 from __future__ import annotations
@@ -11,81 +15,41 @@ import contextlib
 import dataclasses
 import os
 import shlex
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fogros_dist.deploy.node_command import files_dir, node_arguments, node_environment, screen_sink
 from fogros_dist.deploy.plan import ROBOT, Plan, make_plan
+from fogros_dist.deploy.stages import Reporter, Stage
 from fogros_dist.deploy.state import DeploymentState, StateStore
+from fogros_dist.deploy.teardown import (
+    ExitReport,
+    TeardownReport,
+    exit_report,
+    process_key,
+    teardown,
+    teardown_recorded,
+)
 from fogros_dist.deploy.workspace import workspace_for
-from fogros_dist.errors import DeploymentError, FogError, ProcessFailed
+from fogros_dist.errors import Cancelled, DeploymentError, FogError, ProcessFailed
 from fogros_dist.providers.base import OutputSink, ProcessSpec, Provider, ProvisionContext, RunningProcess
-from fogros_dist.providers.local.process import LocalProcess, process_alive, start_ticks
+from fogros_dist.providers.local.process import LocalProcess, start_ticks
 from fogros_dist.registry import get_provider
-from fogros_dist.spec import BridgeRunSpec, DeploymentSpec, Host, NodeSpec, ProcessRecord, to_json
+from fogros_dist.spec import BridgeRunSpec, BridgeSpec, DeploymentSpec, Host, NodeSpec, ProcessRecord, to_json
 
-__all__ = ["ROBOT", "Deployment", "Stage", "TeardownReport", "teardown_recorded"]
+if TYPE_CHECKING:
+    from fogros_dist.net.zenoh_config import MachineLink
+
+__all__ = ["ROBOT", "Deployment", "ExitReport", "Stage", "TeardownReport", "teardown_recorded"]
 
 # How long a bridge may take from start to "ready" before `up` gives up on it.
 BRIDGE_READY_TIMEOUT_S = 30.0
 DEFAULT_GRACE_S = 5.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class Stage:
-    """A progress event: which step, for which machine, and how long since `up` began."""
-
-    stage: str
-    machine: str
-    message: str
-    elapsed: float
-
-    def line(self) -> str:
-        """The event as one status line."""
-        return f"[{self.elapsed:6.1f}s] {self.stage:<12} {self.machine:<10} {self.message}"
-
-
-Reporter = Callable[[Stage], None]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExitReport:
-    """How one supervised process ended."""
-
-    role: str
-    name: str
-    machine: str
-    exit_code: int | None
-    stderr_tail: tuple[str, ...]
-
-    def describe(self) -> str:
-        """One line: who exited and how."""
-        code = self.exit_code
-        if code is None:
-            how = "did not stop"
-        elif code < 0 and code != -1:
-            how = f"was stopped by {signal.Signals(-code).name}"
-        elif code == -1:
-            how = "is gone (exit code unknown: it was not our child)"
-        else:
-            how = f"exited with code {code}"
-        return f"{self.role} {self.name!r} on machine {self.machine!r} {how}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class TeardownReport:
-    """What `down` stopped and released, and what went wrong doing it."""
-
-    deployment: str
-    exits: tuple[ExitReport, ...]
-    terminated_hosts: tuple[str, ...]
-    errors: tuple[str, ...]
+# A bridge that dies is started again after these delays (seconds), then the deployment fails.
+BRIDGE_RESTART_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class Deployment:
@@ -120,13 +84,18 @@ class Deployment:
         self._plan: Plan | None = None
         self._processes: dict[str, RunningProcess] = {}
         self._providers: dict[str, Provider] = {}
-        self._nodes = {_key(node.machine, node.process_name): node for node in spec.nodes}
+        self._nodes = {process_key(node.machine, node.process_name): node for node in spec.nodes}
         # What each node needs to start again (respawn): its argv and environment on the machine.
         self._launch: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
         self._respawns: dict[str, int] = {}
         # Held while a node (re)starts and when stopping begins, so no respawn outlives `down`.
         self._lifecycle = threading.Lock()
         self._stopping = False
+        # Set by cancel(): every stage of `up` gives up within about a second.
+        self._cancel = threading.Event()
+        # Why the deployment failed ("" while it has not): the record keeps it after teardown.
+        self._failure = ""
+        self._bridge_restarts: dict[str, int] = {}
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -144,9 +113,15 @@ class Deployment:
         return self.store.deployment_dir(self.spec.name)
 
     def up(self) -> DeploymentState:
-        """Plan, provision, start bridges and nodes; return the running state.
+        """Plan, record, provision, start bridges and nodes; return the running state.
 
-        On failure everything created so far is torn down before the error propagates.
+        Raises:
+            ConfigError: the spec is invalid (nothing is recorded or created).
+            DeploymentError: the name is recorded by a live deployment (which is left alone).
+            Cancelled: :meth:`cancel` was called; what had been created is torn down and the
+                record removed.
+            FogError: a step failed; what had been created is torn down and the record stays,
+                ``failed``, with the reason, until `down` or the next `up` of the name.
         """
         self._t0 = time.monotonic()
         plan = make_plan(self.spec)
@@ -156,46 +131,69 @@ class Deployment:
             f"deployment {self.spec.name}: {len(plan.machines)} machine(s), {len(self.spec.nodes)} node(s)",
         )
         self._plan = plan
+        state = DeploymentState(
+            spec=self.spec,
+            status="provisioning",
+            created_at=time.time(),
+            updated_at=time.time(),
+            robot_domain_id=self._robot_domain_id,
+            supervisor=_own_record(),
+        )
         with self.store.locked():
-            self._state = DeploymentState(
-                spec=self.spec,
-                status="provisioning",
-                created_at=time.time(),
-                updated_at=time.time(),
-                robot_domain_id=self._robot_domain_id,
-                supervisor=_own_record(),
-            )
-            self.store.create(self._state)
+            # Refused when the name is taken: then nothing of the other deployment is touched,
+            # and this one has no state, so its teardown does nothing.
+            self.store.create(state)
+        self._state = self.store.load(self.spec.name)
         try:
             for machine in self.spec.machines:
+                self._check_cancelled("provisioning")
                 self._provision(machine.name)
+            self._check_cancelled("starting the bridges")
             self._start_bridges(plan)
             for node in self.spec.nodes:
+                self._check_cancelled("starting the nodes")
                 self._start_node(node)
             self._save(status="running")
-        except BaseException:
-            self._fail_and_teardown()
+        except BaseException as err:
+            self._fail_and_teardown(err)
             raise
         self._report("running", ROBOT, f"deployment {self.spec.name} is up")
         return self.state
 
-    def wait(self, stop: threading.Event) -> int:
-        """Supervise until every node has exited for good, a bridge dies, or ``stop`` is set.
+    def cancel(self) -> None:
+        """Make `up` give up at its next check (every stage checks at least every second); the
+        caller then tears down with :meth:`down`, as after any failure. Safe from signal handlers
+        and other threads."""
+        self._cancel.set()
 
-        A node with ``respawn`` is started again ``respawn_delay`` seconds after it exits, however
-        it exited (as launch does), at most ``respawn_max_retries`` times (-1: always), and never
-        once ``stop`` is set or ``down`` has begun. Returns 0 if stopped on request or all nodes
-        exited cleanly, else 1. Each exit is reported with its exit code and stderr tail.
+    def wait(self, stop: threading.Event) -> int:
+        """Supervise until every node has exited for good, the deployment fails, or ``stop`` is set.
+
+        The failure policy: a node with ``respawn`` starts again ``respawn_delay`` seconds after it
+        exits, however it exited (as launch does), at most ``respawn_max_retries`` times (-1:
+        always), never once ``stop`` is set or ``down`` has begun; a node without it that exits
+        non-zero fails the deployment; a bridge that exits starts again after each of
+        BRIDGE_RESTART_DELAYS_S, then fails the deployment. Meanwhile the record says
+        ``degraded``; every exit is recorded and reported with its code and stderr tail. A failed
+        deployment keeps its reason for :meth:`down`, which keeps the record.
+
+        Returns:
+            0 if stopped on request or every node exited cleanly, else 1.
         """
         reported: set[str] = set()
-        respawn_at: dict[str, float] = {}
+        restart_at: dict[str, float] = {}
         while not stop.wait(0.2):
-            for key, when in list(respawn_at.items()):
+            for key, when in list(restart_at.items()):
                 if time.monotonic() >= when and not stop.is_set():
-                    del respawn_at[key]
-                    if self._respawn(key):
+                    del restart_at[key]
+                    started = self._restart_bridge(key) if key in self._bridge_keys() else self._respawn(key)
+                    if started:
                         reported.discard(key)
-            nodes_left = len(respawn_at)
+                    elif self._failure:
+                        return 1
+                    if not restart_at:
+                        self._save(status="running")
+            nodes_left = sum(1 for key in restart_at if key not in self._bridge_keys())
             for key, proc in list(self._processes.items()):
                 code = proc.poll()
                 if code is None:
@@ -204,37 +202,49 @@ class Deployment:
                 if key in reported:
                     continue
                 reported.add(key)
-                report = _exit_report(proc, code)
+                report = exit_report(proc, code)
+                self._record_exit(report)
                 self._report("exited", proc.record.machine, report.describe())
                 for line in report.stderr_tail if code != 0 else ():
                     self._report("stderr", proc.record.machine, line)
-                if proc.record.role == "bridge":
-                    return 1
-                delay = self._respawn_delay(key)
+                delay = (
+                    self._bridge_restart_delay(key)
+                    if proc.record.role == "bridge"
+                    else self._respawn_delay(key)
+                )
                 if delay is not None:
-                    respawn_at[key] = time.monotonic() + delay
-                    nodes_left += 1
-            if nodes_left == 0:
-                codes = [p.poll() for p in self._processes.values() if p.record.role == "node"]
-                return 0 if all(code == 0 for code in codes) else 1
+                    restart_at[key] = time.monotonic() + delay
+                    nodes_left += proc.record.role == "node"
+                    self._save(status="degraded")
+                    continue
+                if proc.record.role == "bridge" or code != 0:
+                    self._failure = _failure_reason(report)
+                    self._report("failed", proc.record.machine, self._failure)
+                    return 1
+            if nodes_left == 0 and not restart_at:
+                return 0
         return 0
 
     def down(self) -> TeardownReport:
-        """Stop nodes, then bridges, then release machines; forget the deployment."""
+        """Stop nodes, then bridges, then release machines (those under way too); forget the
+        deployment, or keep it ``failed`` with its reason (see :mod:`~fogros_dist.deploy.teardown`).
+        Idempotent."""
         with self._lifecycle:
             self._stopping = True
         if self._state is None:
             return TeardownReport(deployment=self.spec.name, exits=(), terminated_hosts=(), errors=())
-        self._save(status="stopping")
-        self._report("teardown", ROBOT, f"stopping deployment {self.spec.name}")
-        exits = []
-        for role in ("node", "bridge"):
-            procs = [p for p in self._processes.values() if p.record.role == role]
-            exits += _stop_all(procs, self._nodes, grace=self._grace)
-        report = _release_hosts(self.state, self._provider, exits, self._report)
-        self.store.remove(self.spec.name)
-        self._report("down", ROBOT, f"deployment {self.spec.name} is down")
-        return report
+        if self.spec.name not in self.store.names():
+            # Already torn down (a second call, or `down` from another process finished it).
+            return TeardownReport(deployment=self.spec.name, exits=(), terminated_hosts=(), errors=())
+        return teardown(
+            self.store.load(self.spec.name),
+            store=self.store,
+            provider_for=self._provider,
+            report=self._report,
+            grace=self._grace,
+            handles=self._processes,
+            failure=self._failure,
+        )
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -245,6 +255,9 @@ class Deployment:
         # Local machines take ROS domains from a shared range: allocate them under the store's
         # lock. Remote machines have their own graphs, and may take minutes to create.
         lock = contextlib.nullcontext() if provider.capabilities.remote else self.store.locked()
+        # Recorded before the provider creates anything: if this process dies now, `down` asks
+        # the provider to reclaim what it finds by the deployment's tags.
+        self._save(pending=(*self.state.pending, machine.name))
         with lock:
             ctx = ProvisionContext(
                 deployment=self.spec.name,
@@ -253,12 +266,71 @@ class Deployment:
                 progress=lambda stage, message: self._report(stage, machine.name, message),
                 workspace=workspace_for(self.spec, machine.name) if provider.capabilities.remote else None,
                 nodes=self.spec.nodes_on(machine.name),
+                cancel=self._cancel,
+                created_at=self.state.created_at,
             )
             host = provider.create(machine, ctx)
             # Recorded before anything else can fail, so `down` always finds what was created.
-            self._save(hosts=(*self.state.hosts, host))
+            pending = tuple(m for m in self.state.pending if m != machine.name)
+            self._save(hosts=(*self.state.hosts, host), pending=pending)
+        self._check_cancelled(f"preparing machine {machine.name!r}")
         provider.prepare(host, ctx)
         self._report("ready", machine.name, f"at {host.address}, bridge port {host.bridge_port}")
+
+    def _bridge_links(self, plan: Plan) -> tuple[dict[str, tuple[MachineLink, BridgeSpec]], BridgeSpec]:
+        """Each machine's link and bridge settings, and the robot bridge's settings.
+
+        A link is mTLS unless it is a Local machine's on loopback or ``protocol = "tcp"`` was
+        asked for (net/zenoh_config.py ``machine_link``); a machine bridge listens only on the
+        address the robot reaches (behind NAT, the host's end of its SSH connection). Where any
+        link runs mTLS, the deployment's own CA is made here (its key is never written) and
+        issues the robot's credentials (``<state dir>/tls/robot/``) and each machine's
+        (``<state dir>/tls/machines/<m>/``, 0700, keys 0600), which go to a remote machine over
+        its verified SSH channel into ``<workdir>/tls/``; a Local machine's bridge reads them
+        where they are. A plaintext link that leaves loopback is reported as a warning.
+        """
+        from fogros_dist.net.tls import CA_FILE, CERT_FILE, KEY_FILE, DeploymentAuthority, private_dir
+        from fogros_dist.net.zenoh_config import machine_link
+
+        links: dict[str, MachineLink] = {}
+        for machine_plan in plan.machines:
+            host = self._host(machine_plan.machine)
+            remote = self._provider(host.provider).capabilities.remote
+            link = machine_link(
+                protocol=self.spec.bridge.protocol,
+                address=host.address,
+                port=host.bridge_port,
+                # The SSH layer records the host's end of its connection (remote/machine.py).
+                listen_address=dict(host.env).get("FOGROS_SSH_SERVER_ADDRESS", ""),
+                remote=remote,
+            )
+            links[host.machine] = link
+            if not link.secure and (remote or link.exposed):
+                self._report(
+                    "warning",
+                    host.machine,
+                    f"bridge link is plaintext TCP (protocol 'tcp'): anyone who reaches {link.listen} "
+                    f"on {host.machine} can read and inject its topics; leave protocol unset for mTLS",
+                )
+        plain = dataclasses.replace(self.spec.bridge, tls_dir="")
+        settings = {machine: (link, plain) for machine, link in links.items()}
+        if not any(link.secure for link in links.values()):
+            return settings, plain
+        tls_root = private_dir(self.state_dir / "tls")
+        authority = DeploymentAuthority(deployment=self.spec.name)
+        robot = authority.issue(tls_root / "robot", name=ROBOT)
+        for machine, link in links.items():
+            if not link.secure:
+                continue
+            host = self._host(machine)
+            provider = self._provider(host.provider)
+            issued = authority.issue(tls_root / "machines" / machine, name=machine, addresses=link.names)
+            tls_dir = issued.directory
+            if provider.capabilities.remote:
+                for name in (KEY_FILE, CERT_FILE, CA_FILE):
+                    tls_dir = provider.upload(host, issued.directory / name, f"tls/{name}").parent
+            settings[machine] = (link, dataclasses.replace(plain, tls_dir=str(tls_dir)))
+        return settings, dataclasses.replace(plain, tls_dir=str(robot.directory))
 
     def _start_bridges(self, plan: Plan) -> None:
         from fogros_dist.ros.node_names import bridge_node_name, full_node_name
@@ -269,18 +341,19 @@ class Deployment:
         # its file stands for theirs (None below); meanwhile they are watched for an early exit.
         waiting: list[tuple[RunningProcess, Path | None]] = []
         connect = []
+        links, robot_bridge = self._bridge_links(plan)
         for machine_plan in plan.machines:
             host = self._host(machine_plan.machine)
             provider = self._provider(host.provider)
-            local_bind = "127.0.0.1" if host.address == "127.0.0.1" else "0.0.0.0"
+            link, machine_bridge = links[host.machine]
             run_spec = BridgeRunSpec(
                 deployment=self.spec.name,
                 side="machine",
                 machine=host.machine,
-                listen=(f"{self.spec.bridge.protocol}/{local_bind}:{host.bridge_port}",),
+                listen=(link.listen,),
                 outbound=machine_plan.outbound,
                 inbound=machine_plan.inbound,
-                bridge=self.spec.bridge,
+                bridge=machine_bridge,
                 distro=self.spec.distro,
                 domain_id=int(dict(host.env).get("ROS_DOMAIN_ID", "0")),
                 stats_path=str(Path(host.workdir) / "bridge-stats.json"),
@@ -290,10 +363,16 @@ class Deployment:
             local_spec.write_text(to_json(run_spec))
             remote_spec = provider.upload(host, local_spec, "bridge.json")
             proc = self._start(
-                host, ProcessSpec(role="bridge", name="bridge", argv=provider.bridge_argv(host, remote_spec))
+                host,
+                ProcessSpec(
+                    role="bridge",
+                    name="bridge",
+                    argv=provider.bridge_argv(host, remote_spec),
+                    log_max_bytes=self.spec.log_max_bytes,
+                ),
             )
             waiting.append((proc, None if provider.capabilities.remote else Path(run_spec.stats_path)))
-            connect.append(f"{self.spec.bridge.protocol}/{host.address}:{host.bridge_port}")
+            connect.append(link.connect)
         # On the robot's graph each offloaded node appears under its own name (plan checked it),
         # owning the robot-side endpoints of its topics: it publishes its topics_out there and
         # subscribes to its topics_in, so `ros2 node info` shows what the node really uses.
@@ -314,7 +393,7 @@ class Deployment:
             connect=tuple(connect),
             outbound=plan.robot_outbound,
             inbound=plan.robot_inbound,
-            bridge=self.spec.bridge,
+            bridge=robot_bridge,
             distro=self.spec.distro,
             domain_id=self._robot_domain_id,
             stats_path=str(self.state_dir / "robot-bridge-stats.json"),
@@ -334,6 +413,7 @@ class Deployment:
             env=robot_env,
             cwd=self.state_dir,
             log_dir=self.state_dir / "logs",
+            log_max_bytes=self.spec.log_max_bytes,
         )
         self._adopt(robot_proc)
         waiting.append((robot_proc, Path(robot_spec.stats_path)))
@@ -342,7 +422,10 @@ class Deployment:
         for proc, ready_file in waiting:
             if ready_file is not None:
                 self._wait_ready(proc, ready_file, remote)
-        self._report("bridged", ROBOT, f"robot <-> {len(plan.machines)} machine(s) over Zenoh")
+        kinds = sorted({"mTLS" if link.secure else "plain TCP" for link, _ in links.values()})
+        self._report(
+            "bridged", ROBOT, f"robot <-> {len(plan.machines)} machine(s) over Zenoh ({', '.join(kinds)})"
+        )
 
     def _start_node(self, node: NodeSpec) -> None:
         host = self._host(node.machine)
@@ -353,7 +436,7 @@ class Deployment:
             *node_arguments(node, shipped),
         )
         env = node_environment(node, str(Path(host.workdir) / files_dir(node)) if node.files else None)
-        self._launch[_key(node.machine, node.process_name)] = (argv, env)
+        self._launch[process_key(node.machine, node.process_name)] = (argv, env)
         self._run_node(host, node, argv, env)
 
     def _ship_files(self, host: Host, provider: Provider, node: NodeSpec) -> dict[str, str]:
@@ -373,7 +456,8 @@ class Deployment:
             self._report("command", node.machine, " ".join(shlex.quote(word) for word in argv))
         label = node.process_name
         proc = self._provider(host.provider).start(
-            host, ProcessSpec(role="node", name=label, argv=argv, env=env)
+            host,
+            ProcessSpec(role="node", name=label, argv=argv, env=env, log_max_bytes=self.spec.log_max_bytes),
         )
         self._adopt(proc, sink=screen_sink(node, self._output) if self._output is not None else None)
         self._report("started", node.machine, f"node {_full_name(node)} ({node.package}/{node.executable})")
@@ -410,6 +494,63 @@ class Deployment:
                 return False
             return True
 
+    def _bridge_keys(self) -> set[str]:
+        return {key for key, proc in self._processes.items() if proc.record.role == "bridge"}
+
+    def _bridge_restart_delay(self, key: str) -> float | None:
+        """Seconds until the exited bridge ``key`` starts again, or None when it has used up its
+        restarts (or stopping has begun)."""
+        done = self._bridge_restarts.get(key, 0)
+        if self._stopping or done >= len(BRIDGE_RESTART_DELAYS_S):
+            return None
+        delay = BRIDGE_RESTART_DELAYS_S[done]
+        machine = key.split("/", 1)[0]
+        self._report(
+            "restarting", machine, f"bridge in {delay:g} s ({done + 1} of {len(BRIDGE_RESTART_DELAYS_S)})"
+        )
+        return delay
+
+    def _restart_bridge(self, key: str) -> bool:
+        """Start the bridge ``key`` again with the command it had; False if it did not start."""
+        old = self._processes[key].record
+        with self._lifecycle:
+            if self._stopping:
+                return False
+            self._bridge_restarts[key] = self._bridge_restarts.get(key, 0) + 1
+            try:
+                if old.machine == ROBOT:
+                    proc: RunningProcess = LocalProcess.start(
+                        role="bridge",
+                        name=old.name,
+                        machine=ROBOT,
+                        argv=old.argv,
+                        env=dict(os.environ, ROS_DOMAIN_ID=str(self._robot_domain_id), PYTHONUNBUFFERED="1"),
+                        cwd=self.state_dir,
+                        log_dir=self.state_dir / "logs",
+                        log_max_bytes=self.spec.log_max_bytes,
+                    )
+                else:
+                    host = self._host(old.machine)
+                    spec = ProcessSpec(
+                        role="bridge", name=old.name, argv=old.argv, log_max_bytes=self.spec.log_max_bytes
+                    )
+                    proc = self._provider(host.provider).start(host, spec)
+            except FogError as err:
+                self._failure = f"bridge on machine {old.machine!r} could not be restarted: {err}"
+                self._report("failed", old.machine, self._failure)
+                return False
+            self._adopt(proc)
+        self._report("restarted", old.machine, "bridge")
+        return True
+
+    def _record_exit(self, report: ExitReport) -> None:
+        """The exit goes into the record; the dead process's record goes (a respawn adds its own)."""
+        gone = (report.machine, report.name)
+        self._save(
+            exits=(*self.state.exits, report.record()),
+            processes=tuple(r for r in self.state.processes if (r.machine, r.name) != gone),
+        )
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _start(self, host: Host, spec: ProcessSpec) -> RunningProcess:
@@ -421,7 +562,7 @@ class Deployment:
         """Track ``proc`` (its record replaces that of the process it respawns) and follow its
         output to ``sink`` (default: the deployment's output, if any)."""
         record = proc.record
-        self._processes[_key(record.machine, record.name)] = proc
+        self._processes[process_key(record.machine, record.name)] = proc
         others = [r for r in self.state.processes if (r.machine, r.name) != (record.machine, record.name)]
         self._save(processes=(*others, record))
         follow_to = sink or self._output
@@ -435,11 +576,12 @@ class Deployment:
                 code = candidate.poll()
                 if code is None:
                     continue
-                report = _exit_report(candidate, code)
+                report = exit_report(candidate, code)
                 tail = "; ".join(report.stderr_tail[-3:]) or "no stderr"
                 where = candidate.record.machine
                 msg = f"bridge on machine {where!r} failed to start: {report.describe()}: {tail}"
                 raise ProcessFailed(msg, exit_code=code, stderr_tail=report.stderr_tail)
+            self._check_cancelled("waiting for the bridges")
             if time.monotonic() > deadline:
                 msg = (
                     f"bridge on machine {proc.record.machine!r} was not ready after "
@@ -468,133 +610,26 @@ class Deployment:
             Stage(stage=stage, machine=machine, message=message, elapsed=time.monotonic() - self._t0)
         )
 
-    def _fail_and_teardown(self) -> None:
-        error = sys.exc_info()[1]
+    def _fail_and_teardown(self, error: BaseException) -> None:
         if self._state is None:
             return
-        self._save(status="failed", error=str(error))
-        try:
-            self.down()
-        except FogError as err:
-            self._report("teardown", ROBOT, f"teardown after failure also failed: {err}")
+        # A stop the user asked for is not a failure: its record goes with the teardown.
+        stopped = isinstance(error, Cancelled | KeyboardInterrupt)
+        self._failure = "" if stopped else str(error) or type(error).__name__
+        if self._failure:
+            self._save(error=self._failure)
+        self.down()
+
+    def _check_cancelled(self, what: str) -> None:
+        if self._cancel.is_set():
+            msg = f"deployment {self.spec.name!r}: stopped on request while {what}"
+            raise Cancelled(msg)
 
 
-def teardown_recorded(
-    name: str,
-    *,
-    store: StateStore | None = None,
-    reporter: Reporter | None = None,
-    grace: float = DEFAULT_GRACE_S,
-) -> TeardownReport:
-    """Tear down a recorded deployment from any process (`fogros-dist down`).
-
-    If its supervisor still runs, it is asked to stop (SIGTERM) and does the teardown itself;
-    otherwise (it crashed, or was killed) every recorded process is stopped here and every host
-    released through its provider.
-    """
-    store = store or StateStore()
-    report_to = reporter or (lambda _stage: None)
-    t0 = time.monotonic()
-
-    def report(stage: str, machine: str, message: str) -> None:
-        report_to(Stage(stage=stage, machine=machine, message=message, elapsed=time.monotonic() - t0))
-
-    state = store.load(name)
-    supervisor = state.supervisor
-    if supervisor is not None and supervisor.pid != os.getpid() and process_alive(supervisor):
-        report("teardown", ROBOT, f"asking supervisor (pid {supervisor.pid}) to stop {name}")
-        os.kill(supervisor.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace * 2 + 10
-        while time.monotonic() < deadline and name in store.names():
-            time.sleep(0.1)
-        if name not in store.names():
-            return TeardownReport(deployment=name, exits=(), terminated_hosts=(), errors=())
-        report("teardown", ROBOT, "supervisor did not finish: stopping what it recorded")
-        # Only the supervisor itself: its process group may be the caller's shell job or test runner.
-        if process_alive(supervisor):
-            os.kill(supervisor.pid, signal.SIGKILL)
-        state = store.load(name)
-    providers: dict[str, Provider] = {}
-
-    def provider_for(provider_name: str) -> Provider:
-        if provider_name not in providers:
-            providers[provider_name] = get_provider(provider_name)
-        return providers[provider_name]
-
-    nodes = {_key(node.machine, node.process_name): node for node in state.spec.nodes}
-    exits = []
-    for role in ("node", "bridge"):
-        procs: list[RunningProcess] = []
-        for record in state.processes:
-            if record.role != role:
-                continue
-            host = state.host(record.machine)
-            procs.append(
-                LocalProcess(record) if host is None else provider_for(host.provider).attach(host, record)
-            )
-        exits += _stop_all(procs, nodes, grace=grace)
-    result = _release_hosts(state, provider_for, exits, report)
-    store.remove(name)
-    report("down", ROBOT, f"deployment {name} is down")
-    return result
-
-
-def _release_hosts(
-    state: DeploymentState,
-    provider_for: Callable[[str], Provider],
-    exits: list[ExitReport],
-    report: Callable[[str, str, str], None],
-) -> TeardownReport:
-    terminated = []
-    errors = []
-    for host in state.hosts:
-        try:
-            provider_for(host.provider).terminate(host)
-            terminated.append(host.machine)
-            report("released", host.machine, f"{host.provider} machine released")
-        except FogError as err:
-            errors.append(str(err))
-            report("error", host.machine, str(err))
-    return TeardownReport(
-        deployment=state.spec.name,
-        exits=tuple(exits),
-        terminated_hosts=tuple(terminated),
-        errors=tuple(errors),
-    )
-
-
-def _exit_report(proc: RunningProcess, code: int | None) -> ExitReport:
-    record = proc.record
-    return ExitReport(
-        role=record.role,
-        name=record.name,
-        machine=record.machine,
-        exit_code=code,
-        stderr_tail=proc.stderr_tail(10) if code not in (0, None) else (),
-    )
-
-
-def _stop_all(
-    procs: Sequence[RunningProcess], nodes: Mapping[str, NodeSpec], *, grace: float
-) -> list[ExitReport]:
-    """Stop ``procs`` at once (as launch signals every node together), each node with its own
-    timeouts (SIGINT first), anything else with SIGTERM and ``grace``; their exit reports."""
-
-    def stop(proc: RunningProcess) -> ExitReport:
-        node = nodes.get(_key(proc.record.machine, proc.record.name))
-        if node is None or proc.record.role != "node":
-            return _exit_report(proc, proc.stop(grace=grace))
-        code = proc.stop(grace=node.sigkill_timeout, sigint_grace=node.sigterm_timeout)
-        return _exit_report(proc, code)
-
-    if not procs:
-        return []
-    with ThreadPoolExecutor(max_workers=len(procs), thread_name_prefix="fog-stop") as pool:
-        return list(pool.map(stop, procs))
-
-
-def _key(machine: str, process_name: str) -> str:
-    return f"{machine}/{process_name}"
+def _failure_reason(report: ExitReport) -> str:
+    """Why a process's exit failed the deployment, in one line (with its last stderr line)."""
+    last = next((line.strip() for line in reversed(report.stderr_tail) if line.strip()), "")
+    return report.describe() + (f": {last}" if last else "")
 
 
 def _full_name(node: NodeSpec) -> str:

@@ -23,12 +23,21 @@ A node takes what a launch file's CloudNode takes: ``namespace``, ``parameters``
 ``remappings``, ``arguments``, ``ros_arguments``, ``env``, ``prefix`` (a string, split like a
 shell does), ``respawn``, ``respawn_delay``, ``respawn_max_retries``, ``sigterm_timeout``,
 ``sigkill_timeout``, ``output``, ``exec_name``, ``log_cmd``. Relative paths are taken from the
-current directory; relative topic names from the node's namespace.
+current directory; relative topic names from the node's namespace. ``log_max_bytes`` (top level)
+sets the size at which each process's output files rotate (default 10 MiB).
+
+A file is read only if it is a regular file of at most 1 MiB of UTF-8; anything else (a
+directory, a device, a FIFO, another encoding), a table where a list belongs or the reverse, a
+value of the wrong type, and a NUL or control character in a name fail in one line naming the
+file, the field and the fix.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shlex
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -41,9 +50,18 @@ else:  # Python 3.10 (Ubuntu 22.04, ROS 2 Humble): the same parser, from PyPI
     import tomli as tomllib
 
 from fogros_dist.errors import ConfigError
-from fogros_dist.spec import DeploymentSpec, QosSpec, TopicSpec, from_json
+from fogros_dist.spec import DeploymentSpec, TopicSpec, from_json
 
-__all__ = ["absolute_topic", "load_deployment_file", "parse_deployment", "topic_from_user"]
+__all__ = ["absolute_topic", "check_text", "load_deployment_file", "parse_deployment", "topic_from_user"]
+
+# A deployment file is a few KiB; this bounds what a wrong path (a log, a device) can cost.
+MAX_FILE_BYTES = 1024 * 1024
+# Fields whose values name something (files, processes, graph entities, keys): plain text only.
+_NAME_FIELDS = frozenset(
+    {"name", "provider", "package", "executable", "machine", "namespace", "exec_name", "type", "distro"}
+)
+# Pair fields whose keys (and, for remappings, values) are names.
+_NAMED_KEYS = frozenset({"options", "parameters", "env", "remappings"})
 
 
 def topic_from_user(value: object, *, where: str = "topic") -> TopicSpec:
@@ -54,13 +72,12 @@ def topic_from_user(value: object, *, where: str = "topic") -> TopicSpec:
         name, _, type_name = value.partition(":")
         return TopicSpec(name=name, type=type_name or None)
     if isinstance(value, Mapping):
-        data = dict(value)
-        if isinstance(data.get("qos"), Mapping):
-            data["qos"] = from_json(QosSpec, data["qos"])
         try:
-            return TopicSpec(**data)
-        except TypeError as err:
-            msg = f"{where}: {err}: a topic takes name, type and qos"
+            # from_json checks each field's type (a qos that is not a table, a name that is not
+            # a string), naming it.
+            return from_json(TopicSpec, dict(value))
+        except ConfigError as err:
+            msg = f"{where}: {err}: a topic takes name, type and qos (a table)"
             raise ConfigError(msg) from err
     msg = f"{where}: {value!r} is not a topic: use '/name', '/name:pkg/msg/Type' or a table"
     raise ConfigError(msg)
@@ -90,12 +107,16 @@ def parse_deployment(
     Raises:
         ConfigError: naming the field, the bad value and the fix.
     """
-    doc = dict(data)
-    machines = [_pairs_field(dict(m), "options") for m in _list(doc.get("machines", []), f"{where}.machines")]
+    doc = dict(_table(data, where))
+    _check_document_text(doc, where)
+    machines = [
+        _pairs_field(dict(_table(m, f"{where}.machines[{i}]")), "options")
+        for i, m in enumerate(_list(doc.get("machines", []), f"{where}.machines"))
+    ]
     nodes = []
     for i, raw in enumerate(_list(doc.get("nodes", []), f"{where}.nodes")):
-        node = dict(raw)
         at = f"{where}.nodes[{i}]"
+        node = dict(_table(raw, at))
         for key in ("parameters", "remappings", "env"):
             node = _pairs_field(node, key)
         _shipped_files(node, at, base or Path.cwd())
@@ -117,25 +138,140 @@ def parse_deployment(
         nodes.append(node)
     doc["machines"] = machines
     doc["nodes"] = nodes
-    return from_json(DeploymentSpec, doc)
+    spec = from_json(DeploymentSpec, doc)
+    check_text(spec, where=where)
+    return spec
+
+
+def check_text(spec: DeploymentSpec, *, where: str = "deployment") -> None:
+    """Refuse a NUL anywhere in ``spec`` and any control character in a name (a name, package,
+    executable, namespace, topic or type, a key of options, parameters or env, a remapping).
+
+    Either would reach a file name, an exec() or another machine's graph, and fail there with an
+    error that names neither the field nor the fix.
+
+    Raises:
+        ConfigError: naming the field and the value.
+    """
+    _check_value(spec, where, named=False)
 
 
 def load_deployment_file(path: Path) -> DeploymentSpec:
     """Read a TOML deployment file; ConfigError names the file and the problem."""
+    text = _read_deployment_text(path)
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        msg = f"deployment file {str(path)!r} does not exist: check the path"
-        raise ConfigError(msg) from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         msg = f"deployment file {str(path)!r} is not valid TOML: {err}"
         raise ConfigError(msg) from err
+    except RecursionError:
+        msg = f"deployment file {str(path)!r} nests arrays or tables too deeply: flatten it"
+        raise ConfigError(msg) from None
     return parse_deployment(data, where=path.name)
+
+
+def _read_deployment_text(path: Path) -> str:
+    """The file's text: only from a regular file, at most MAX_FILE_BYTES, UTF-8."""
+    shown = repr(str(path))
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        msg = f"deployment file {shown} does not exist: check the path"
+        raise ConfigError(msg) from None
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) else str(err)
+        msg = f"deployment file {shown} cannot be opened ({reason}): check the path and its permissions"
+        raise ConfigError(msg) from err
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            example = path / "deploy.toml"
+            msg = f"deployment file {shown} is a directory: give the TOML file in it (e.g. {example})"
+            raise ConfigError(msg)
+        if not stat.S_ISREG(mode):
+            msg = f"deployment file {shown} is not a regular file ({_file_kind(mode)}): give a TOML file"
+            raise ConfigError(msg)
+        data = os.read(fd, MAX_FILE_BYTES + 1)
+    except OSError as err:
+        msg = f"deployment file {shown} cannot be read ({err.strerror}): check its permissions"
+        raise ConfigError(msg) from err
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        msg = f"deployment file {shown} is larger than {MAX_FILE_BYTES // 1024} KiB: is it the right file?"
+        raise ConfigError(msg)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        msg = f"deployment file {shown} is not UTF-8 text (byte {err.start}): save it as UTF-8"
+        raise ConfigError(msg) from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
+
+
+def _table(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        msg = f"{where}: expected a table, got {_type_name(value)}: write it as [[...]] or {{ key = value }}"
+        raise ConfigError(msg)
+    return value
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a table"
+    names = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_document_text(value: Any, where: str) -> None:
+    """NUL anywhere in the parsed document (before the spec is built: some fields become paths)."""
+    if isinstance(value, str):
+        if "\0" in value:
+            msg = f"{where}: {value!r} contains a NUL character: remove it"
+            raise ConfigError(msg)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_document_text(key, where)
+            _check_document_text(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_document_text(item, f"{where}[{i}]")
+
+
+def _check_value(value: Any, where: str, *, named: bool) -> None:
+    if isinstance(value, str):
+        bad = next((c for c in value if c == "\0" or (named and (ord(c) < 0x20 or ord(c) == 0x7F))), None)
+        if bad is not None:
+            what = "a NUL character" if bad == "\0" else f"the control character {bad!r}"
+            msg = f"{where}: {value!r} contains {what}: use plain text"
+            raise ConfigError(msg)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for spec_field in dataclasses.fields(value):
+            item = getattr(value, spec_field.name)
+            at = f"{where}.{spec_field.name}"
+            if spec_field.name in _NAMED_KEYS:
+                for j, pair in enumerate(item):
+                    _check_value(pair[0], f"{at}[{j}]", named=True)
+                    _check_value(pair[1], f"{at}[{j}]", named=spec_field.name == "remappings")
+            else:
+                _check_value(item, at, named=spec_field.name in _NAME_FIELDS)
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            _check_value(item, f"{where}[{i}]", named=named)
 
 
 def _list(value: Any, where: str) -> Sequence[Any]:
     if not isinstance(value, list):
-        msg = f"{where}: expected a list, got {type(value).__name__}"
+        msg = f"{where}: expected a list, got {_type_name(value)}: write it as [...] or [[...]] tables"
         raise ConfigError(msg)
     return value
 

@@ -22,7 +22,7 @@ from launch.event_handlers import OnShutdown
 
 from fogros_dist.cli.output import PrefixedOutput, print_stage
 from fogros_dist.deploy.engine import Deployment
-from fogros_dist.errors import FogError
+from fogros_dist.errors import Cancelled, FogError
 from fogros_dist.launch.collector import DeploymentCollector
 from fogros_dist.launch.events import DeploymentDown, DeploymentFailed, DeploymentUp
 
@@ -87,6 +87,9 @@ class FogDeployment(Action):  # type: ignore[misc]
             with self._teardown_lock:
                 self._torn_down = True
             self._collector.cleanup()
+            if isinstance(err, Cancelled):
+                # Ctrl-C or SIGTERM while provisioning: launch is shutting down, not failing.
+                return
             if isinstance(err, FogError):
                 self._emit(context, loop, DeploymentFailed(deployment=name, error=str(err)))
             raise
@@ -101,7 +104,8 @@ class FogDeployment(Action):  # type: ignore[misc]
         self._stop.set()
         if self._deployment is None:
             return
-        # A Ctrl-C during provisioning: let `up` finish (or fail and clean itself) before teardown.
+        # A Ctrl-C during provisioning: `up` gives up within a second and tears down what it made.
+        self._deployment.cancel()
         self._up_done.wait()
         self._teardown_once()
         context.emit_event_sync(DeploymentDown(deployment=self._deployment.spec.name))
@@ -123,6 +127,8 @@ class FogDeployment(Action):  # type: ignore[misc]
     def _at_exit(self) -> None:
         # The interpreter is exiting without a Shutdown event (launch cancelled by SIGTERM).
         self._stop.set()
+        if self._deployment is not None:
+            self._deployment.cancel()
         if self._up_done.is_set():
             self._teardown_once()
 

@@ -8,10 +8,20 @@ graph adapter publish garbage.
 
 Wire format beyond the payload:
 
-* **attachment**: 16 bytes, ``<qQ`` = (send time as ``time.time_ns()``, per-topic sequence
-  number from 1). The receiver derives one-way latency (meaningful across hosts only with
-  synchronized clocks) and counts sequence gaps as ``lost``. Samples without it (from another
-  Zenoh publisher) are forwarded all the same.
+* **attachment**: 16 bytes, ``<qQ`` = (the time the sending bridge took the message from its
+  graph, as ``time.time_ns()``; per-topic sequence number from 1, assigned as it is put on Zenoh:
+  :mod:`fogros_dist.net.sender`). The receiver derives one-way latency (meaningful across hosts
+  only with synchronized clocks), counts sequence gaps as ``lost`` after a sanity check
+  (:mod:`fogros_dist.net.sequence`) and replays bursts at the original pace
+  (:mod:`fogros_dist.net.delivery`). Samples without it (from another Zenoh publisher) are
+  forwarded all the same.
+* **link health and flow control**: heartbeats, goodbyes and reports of what each side received
+  (:mod:`fogros_dist.net.control`): each outbound topic waits in a bounded backlog while the
+  receivers have more than about a second of it unconfirmed (:mod:`fogros_dist.net.flow`), so
+  latency on a slow link stays bounded; disconnects and reconnects are logged and counted
+  (:mod:`fogros_dist.net.link_health`, the stats' ``link`` section).
+* **size limit**: messages larger than ``BridgeSpec.max_message_bytes`` are dropped and counted
+  (``dropped_oversize``) by whichever side sees them first, before they are copied again.
 * **type announcement**: the side that reads a topic from its graph declares a liveliness token
   ``@ros2_lv/<zid>/MP/<key with / as %>/<type with / as %>/<reliability>,<durability>,<depth>``
   (the shape of zenoh-bridge-ros2dds' message-publisher tokens). A receiving side whose
@@ -39,7 +49,6 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +60,11 @@ import zenoh
 
 from fogros_dist.errors import BridgeError, ConfigError, FogError
 from fogros_dist.net.cdr_check import CdrValidator
+from fogros_dist.net.control import ControlChannel
+from fogros_dist.net.delivery import TopicDelivery
+from fogros_dist.net.link_health import LinkMonitor
+from fogros_dist.net.sender import ATTACHMENT, TopicSender
+from fogros_dist.net.sequence import SequenceTracker
 from fogros_dist.net.stats import BridgeStats, Direction, TopicStats
 from fogros_dist.ros.graph import RawPublisher, RawSubscription, RosGraph
 from fogros_dist.ros.names import validate_topic_name, zenoh_key
@@ -70,9 +84,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-# (send time in ns since the epoch, per-topic sequence number from 1), little endian.
-ATTACHMENT = struct.Struct("<qQ")
 
 _TYPE_TOKEN_PREFIX = "@ros2_lv"
 _FORBIDDEN_IN_CHUNK = set("/*$#?@ ")
@@ -209,9 +220,9 @@ class _Outbound:
     key: str
     stats: TopicStats
     publisher: Any  # zenoh.Publisher
+    sender: TopicSender
     subscription: RawSubscription | None = None
     token: Any = None  # zenoh.LivelinessToken
-    seq: int = 0
 
 
 @dataclass
@@ -222,11 +233,13 @@ class _Inbound:
     key: str
     stats: TopicStats
     type_name: str | None
+    tracker: SequenceTracker
+    delivery: TopicDelivery | None = None
     publisher: RawPublisher | None = None
     subscriber: Any = None  # zenoh.Subscriber
     type_watch: Any = None  # zenoh.Subscriber on type tokens
-    last_seq: int = 0
     warned_malformed: bool = False
+    warned_reset: bool = False
     warned_publish: bool = False
 
 
@@ -289,6 +302,12 @@ class Bridge:
         self._declared: list[Any] = []  # bridge token, stats queryable
         self._stats_failed = False
         self._peers_wake = threading.Event()
+        self._max_bytes = spec.bridge.max_message_bytes
+        self._monitor = LinkMonitor(own=spec.machine, on_restored=self._settle, on_gone=self._forget)
+        self._stats.set_link_source(self._monitor.snapshot)
+        self._senders: dict[str, TopicSender] = {}
+        self._control: ControlChannel | None = None
+        self._warned_oversize: set[tuple[str, str]] = set()
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -337,6 +356,16 @@ class Bridge:
             for topic in self._spec.inbound:
                 self._add_inbound(topic)
             self._declared.append(self._session.declare_queryable(self._stats_key, self._answer_stats))
+            self._control = ControlChannel(
+                session=self._session,
+                prefix=f"@fogros/{self._spec.deployment}",
+                machine=self._spec.machine,
+                monitor=self._monitor,
+                received=self._received,
+                on_report=self._on_report,
+                closing=self._closing,
+            )
+            self._control.start()
             if self._spec.connect:
                 self._wait_for_peers(len(self._spec.connect), peer_timeout)
             self._declared.append(self._session.liveliness().declare_token(self._token_key))
@@ -372,6 +401,8 @@ class Bridge:
                 return
             self._closing.set()
         self._peers_wake.set()
+        if self._control is not None:
+            self._control.close()  # says goodbye first: the peers do not count this as an outage
         for declared in reversed(self._declared):
             _undeclare(declared)
         self._declared.clear()
@@ -379,6 +410,8 @@ class Bridge:
         for route in self._inbound:
             _undeclare(route.type_watch)
             _undeclare(route.subscriber)
+            if route.delivery is not None:
+                route.delivery.close()
             publisher, route.publisher = route.publisher, None
             if publisher is not None:
                 _quietly(publisher.close, f"closing the graph publisher of {route.topic.name}")
@@ -386,6 +419,7 @@ class Bridge:
             subscription, out.subscription = out.subscription, None
             if subscription is not None:
                 _quietly(subscription.close, f"closing the graph subscription of {out.topic.name}")
+            out.sender.close()
             _undeclare(out.token)
             _undeclare(out.publisher)
         for thread in self._threads:
@@ -416,13 +450,18 @@ class Bridge:
             # side) must not receive what we send: that would echo it back onto the graph.
             allowed_destination=zenoh.Locality.REMOTE,
         )
-        route = _Outbound(
-            topic=topic,
-            key=key,
-            stats=self._stats.topic(topic.name, "outbound", type_name=topic.type),
+        stats = self._stats.topic(topic.name, "outbound", type_name=topic.type)
+        sender = TopicSender(
+            name=topic.name,
             publisher=publisher,
+            stats=stats,
+            reliable=reliable,
+            depth=topic.qos.depth,
+            closing=self._closing,
         )
+        route = _Outbound(topic=topic, key=key, stats=stats, publisher=publisher, sender=sender)
         self._outbound.append(route)
+        self._senders[topic.name] = sender
         if topic.type is not None:
             self._attach_outbound(route, topic.type)
         else:
@@ -463,26 +502,26 @@ class Bridge:
             _log.error("cannot bridge %s (%s): %s", topic.name, type_name, err)
 
     def _forward_out(self, route: _Outbound, cdr: bytes) -> None:
-        # Hot path, on the graph adapter's thread: one put, one counter update.
-        route.seq += 1
-        try:
-            route.publisher.put(cdr, attachment=ATTACHMENT.pack(time.time_ns(), route.seq))
-        except zenoh.ZError as err:
-            route.stats.drop_other()
-            if not self._closing.is_set():
-                _log.warning("Zenoh put on %s failed: %s", route.key, err)
+        # Hot path, on the graph adapter's thread: a size check, then one put (or a queued one).
+        if len(cdr) > self._max_bytes:
+            route.stats.drop_oversize()
+            self._warn_oversize(route.topic.name, len(cdr), "outbound")
             return
-        route.stats.record(len(cdr))
+        route.sender.offer(cdr)
 
     # -- inbound: Zenoh -> graph -----------------------------------------------------------------
 
     def _add_inbound(self, topic: TopicSpec) -> None:
         key = zenoh_key(topic.name)
-        route = _Inbound(
-            topic=topic,
-            key=key,
-            stats=self._stats.topic(topic.name, "inbound", type_name=topic.type),
-            type_name=topic.type,
+        stats = self._stats.topic(topic.name, "inbound", type_name=topic.type)
+        route = _Inbound(topic=topic, key=key, stats=stats, type_name=topic.type, tracker=SequenceTracker())
+        route.delivery = TopicDelivery(
+            name=topic.name,
+            publish=lambda cdr, latency_ns: self._publish_in(route, cdr, latency_ns),
+            stats=stats,
+            reliable=topic.qos.reliability == "reliable",
+            depth=topic.qos.depth,
+            closing=self._closing,
         )
         self._inbound.append(route)
         if topic.type is not None:
@@ -541,49 +580,91 @@ class Bridge:
         try:
             if sample.kind != zenoh.SampleKind.PUT:
                 return
-            latency_ns = self._check_attachment(route, sample.attachment, received_ns)
-            publisher, type_name = route.publisher, route.type_name
-            if publisher is None or type_name is None:
+            # Every arrival counts in the sequence, whatever becomes of it below: a message the
+            # bridge drops is counted as dropped, never again as lost.
+            origin_ns = self._check_attachment(route, sample.attachment)
+            size = len(sample.payload)
+            if size > self._max_bytes:
+                route.stats.drop_oversize()  # never copied out of Zenoh
+                self._warn_oversize(route.topic.name, size, "inbound")
+                return
+            type_name, delivery = route.type_name, route.delivery
+            if route.publisher is None or type_name is None or delivery is None:
                 route.stats.drop_other()  # type not known yet: nothing to publish it with
                 return
             cdr = sample.payload.to_bytes()
             if not self._valid(route, type_name, cdr):
                 route.stats.drop_malformed()
                 return
-            try:
-                publisher.publish(cdr)
-            except FogError as err:
-                route.stats.drop_other()
-                if not route.warned_publish and not self._closing.is_set():
-                    route.warned_publish = True
-                    _log.warning(
-                        "publishing %s on the graph failed (further failures at debug): %s",
-                        route.topic.name,
-                        err,
-                    )
-                else:
-                    _log.debug("publishing %s failed: %s", route.topic.name, err)
-                return
-            route.stats.record(len(cdr), latency_ns)
+            delivery.offer(cdr, origin_ns, received_ns)
         except Exception:
             route.stats.drop_other()
             _log.exception("unexpected error forwarding %s; the message is dropped", route.topic.name)
 
-    def _check_attachment(
-        self, route: _Inbound, attachment: zenoh.ZBytes | None, received_ns: int
-    ) -> int | None:
+    def _publish_in(self, route: _Inbound, cdr: bytes, latency_ns: int | None) -> None:
+        # On the Zenoh thread (a message that arrives in its turn) or the topic's delivery thread
+        # (a burst replayed at its pace).
+        publisher = route.publisher
+        if publisher is None:
+            route.stats.drop_other()
+            return
+        try:
+            publisher.publish(cdr)
+        except FogError as err:
+            route.stats.drop_other()
+            if not route.warned_publish and not self._closing.is_set():
+                route.warned_publish = True
+                _log.warning(
+                    "publishing %s on the graph failed (further failures at debug): %s",
+                    route.topic.name,
+                    err,
+                )
+            else:
+                _log.debug("publishing %s failed: %s", route.topic.name, err)
+            return
+        except Exception:
+            route.stats.drop_other()
+            _log.exception("unexpected error publishing %s; the message is dropped", route.topic.name)
+            return
+        route.stats.record(len(cdr), latency_ns)
+
+    def _check_attachment(self, route: _Inbound, attachment: zenoh.ZBytes | None) -> int | None:
+        """The message's original time (ns) from its attachment, after counting its sequence
+        number; None without one of ours."""
         if attachment is None:
             return None
         raw = attachment.to_bytes()
         if len(raw) != ATTACHMENT.size:
             return None
-        sent_ns, seq = ATTACHMENT.unpack(raw)
-        last = route.last_seq
-        # A sequence that restarts (sender restarted) is not a loss; a jump forward is.
-        if last and seq > last + 1:
-            route.stats.lose(seq - last - 1)
-        route.last_seq = seq
-        return received_ns - int(sent_ns)
+        origin_ns, seq = ATTACHMENT.unpack(raw)
+        check = route.tracker.observe(seq)
+        if check.reset:
+            route.stats.reset_sequence()
+            if not route.warned_reset:
+                route.warned_reset = True
+                _log.warning(
+                    "%s: sequence number %d does not follow the sender's (a restarted bridge, or a "
+                    "stranger's message); counting starts afresh (seq_resets; further ones only counted)",
+                    route.topic.name,
+                    seq,
+                )
+        elif check.lost:
+            route.stats.lose(check.lost)
+        return int(origin_ns)
+
+    def _warn_oversize(self, topic: str, size: int, direction: str) -> None:
+        key = (topic, direction)
+        if key in self._warned_oversize:
+            return
+        self._warned_oversize.add(key)
+        _log.warning(
+            "dropping a %d-byte %s message on %s: larger than max_message_bytes %d (raise it in the "
+            "deployment's [bridge] settings; further ones are only counted as dropped_oversize)",
+            size,
+            direction,
+            topic,
+            self._max_bytes,
+        )
 
     def _valid(self, route: _Inbound, type_name: str, cdr: bytes) -> bool:
         reason = self._validator.check(type_name, cdr)
@@ -633,6 +714,25 @@ class Bridge:
                 raise BridgeError(msg)
         finally:
             watcher.undeclare()  # type: ignore[no-untyped-call]
+
+    # -- link health and flow control ------------------------------------------------------------
+
+    def _received(self) -> dict[str, int]:
+        """What the next report says: the latest sequence number received of each inbound topic."""
+        return {r.topic.name: r.tracker.last for r in self._inbound if r.tracker.last}
+
+    def _on_report(self, peer: str, topic: str, seq: int) -> None:
+        sender = self._senders.get(topic)
+        if sender is not None:
+            sender.confirmed(peer, seq)
+
+    def _settle(self, peer: str) -> None:
+        for sender in self._senders.values():
+            sender.settle(peer)
+
+    def _forget(self, peer: str) -> None:
+        for sender in self._senders.values():
+            sender.forget(peer)
 
     def _answer_stats(self, query: zenoh.Query) -> None:
         try:

@@ -1,7 +1,10 @@
 """Bridge process entry point: ``python -m fogros_dist.net.bridge_main --spec FILE.json``.
 
 ``FILE.json`` holds a :class:`~fogros_dist.spec.BridgeRunSpec` (as written by
-:func:`fogros_dist.spec.to_json`). The process joins the ROS graph, opens the Zenoh session, runs
+:func:`fogros_dist.spec.to_json`). With ``spec.bridge.tls_dir`` set, the process first checks its
+TLS credentials there and makes its private key 0600 (an upload leaves it with the host's umask;
+:func:`fogros_dist.net.tls.check_credentials`); a plaintext TCP listener on an address other than
+loopback is logged as a warning. The process joins the ROS graph, opens the Zenoh session, runs
 the bridge until SIGTERM or SIGINT (on its graph as node ``spec.node_name``, with a node for each
 of ``spec.proxy_nodes``), then closes everything (writing the final stats) and exits 0.
 
@@ -78,9 +81,19 @@ def run(spec: BridgeRunSpec, *, stop: threading.Event, peer_timeout: float = 20.
     import zenoh
 
     from fogros_dist.net.bridge import Bridge
-    from fogros_dist.net.zenoh_config import config_for
+    from fogros_dist.net.tls import check_credentials
+    from fogros_dist.net.zenoh_config import config_for, plaintext_exposed
     from fogros_dist.ros import open_graph
 
+    if spec.bridge.tls_dir:
+        check_credentials(spec.bridge.tls_dir)
+    for endpoint in spec.listen:
+        if plaintext_exposed(endpoint):
+            _log.warning(
+                "listening on %s in plaintext: anyone who reaches it can read and inject this "
+                "bridge's topics (bridge protocol 'tcp'; leave it unset, or use 'tls', for mTLS)",
+                endpoint,
+            )
     config = config_for(spec)
     # The bridge's own node and the offloaded nodes it stands in for show in `ros2 node list`.
     graph = open_graph(

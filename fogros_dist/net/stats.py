@@ -1,9 +1,38 @@
-"""Per-topic link statistics of a bridge: counters, one-way latency, JSON snapshots and a table.
+"""Per-topic link statistics of a bridge: counters, one-way latency, link health, JSON snapshots.
 
 Counters are updated on the bridge's hot path (one lock per topic and direction, held for a few
 additions); medians and percentiles are computed only when a snapshot is taken. A snapshot is a
 plain JSON-able dict, written atomically to the bridge's stats file every second, so the CLI and
 the demo can read it at any time without seeing half a file.
+
+What each counter of a topic means (every message counts in exactly one place, so the messages a
+subscriber on the far side missed are the sending side's ``dropped_*`` plus the receiving side's
+``lost`` and ``dropped_*``):
+
+* ``messages``, ``bytes``: outbound, put on Zenoh; inbound, published on the graph.
+* ``dropped_oversize``: larger than ``BridgeSpec.max_message_bytes``; outbound, never put on
+  Zenoh; inbound, never copied out of Zenoh (Zenoh itself discards, uncounted, whatever exceeds
+  its own limit, which is set just above that size: only a stranger sends such messages).
+* ``dropped_backlog`` (outbound): did not fit in the topic's bounded backlog while the link was
+  slow or down (a reliable topic refuses the newest, a best-effort one evicts the oldest).
+* ``lost`` (inbound): gaps in the sending bridge's sequence numbers, i.e. put on Zenoh by the
+  sending bridge and never received: dropped by a Zenoh queue (best-effort topics), or in flight
+  on a link whose transport closed. A gap is only known once a later message arrives.
+* ``seq_resets`` (inbound): sequence numbers that went back or jumped further than the sender
+  can have sent in the time (a restarted bridge, or a stranger's forged attachment); such a jump
+  starts counting afresh and adds nothing to ``lost``.
+* ``dropped_history`` (inbound): arrived in a burst (the backlog of an outage) faster than the
+  graph's subscribers can be expected to take it: the bridge replays bursts at a bounded speed
+  so that no more than the topic's history depth is ever published ahead of the original pace,
+  and these did not fit in that replay queue. What a subscriber's own DDS history overwrites
+  because the subscriber itself is slower than the original publisher is not visible to the
+  bridge (it happens in the subscriber's process) and is not counted anywhere.
+* ``dropped_malformed`` (inbound): bytes that are not a valid message of the topic's type.
+* ``dropped_other``: anything else (no publisher yet, Zenoh or the graph refused it).
+* ``backlog`` / ``backlog_peak`` (outbound): messages waiting in the backlog now / at most.
+
+``link`` (see :mod:`fogros_dist.net.link_health`): whether every peer bridge is connected, how
+many disconnects there were and how long the last outage lasted, in total and per peer.
 """
 
 from __future__ import annotations
@@ -14,7 +43,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +54,9 @@ __all__ = [
     "BridgeStats",
     "Direction",
     "TopicStats",
+    "format_link",
     "format_stats_table",
+    "peer_link_states",
     "read_stats",
     "write_json_atomic",
 ]
@@ -66,7 +97,13 @@ class TopicStats:
         self._bytes = 0
         self._dropped_malformed = 0
         self._dropped_other = 0
+        self._dropped_oversize = 0
+        self._dropped_backlog = 0
+        self._dropped_history = 0
         self._lost = 0
+        self._seq_resets = 0
+        self._backlog = 0
+        self._backlog_peak = 0
         self._ring: list[int] = [0] * window
         self._ring_next = 0
         self._ring_full = False
@@ -102,11 +139,39 @@ class TopicStats:
         with self._lock:
             self._dropped_other += 1
 
+    def drop_oversize(self) -> None:
+        """Count one message dropped for being larger than the bridge's message size limit."""
+        with self._lock:
+            self._dropped_oversize += 1
+
+    def drop_backlog(self, count: int = 1) -> None:
+        """Count ``count`` messages that did not fit in the topic's outbound backlog."""
+        if count > 0:
+            with self._lock:
+                self._dropped_backlog += count
+
+    def drop_history(self, count: int = 1) -> None:
+        """Count ``count`` messages of a burst that did not fit in the inbound replay queue."""
+        if count > 0:
+            with self._lock:
+                self._dropped_history += count
+
     def lose(self, count: int) -> None:
         """Count ``count`` messages that never arrived (a gap in the sender's sequence numbers)."""
         if count > 0:
             with self._lock:
                 self._lost += count
+
+    def reset_sequence(self) -> None:
+        """Count one implausible jump of the sender's sequence numbers (restart or forgery)."""
+        with self._lock:
+            self._seq_resets += 1
+
+    def set_backlog(self, count: int) -> None:
+        """Record how many messages wait in the topic's outbound backlog now."""
+        with self._lock:
+            self._backlog = count
+            self._backlog_peak = max(self._backlog_peak, count)
 
     def snapshot(self) -> dict[str, Any]:
         """The counters now, as a JSON-able dict (latencies in milliseconds, None if no sample)."""
@@ -120,7 +185,13 @@ class TopicStats:
                 "bytes": self._bytes,
                 "dropped_malformed": self._dropped_malformed,
                 "dropped_other": self._dropped_other,
+                "dropped_oversize": self._dropped_oversize,
+                "dropped_backlog": self._dropped_backlog,
+                "dropped_history": self._dropped_history,
                 "lost": self._lost,
+                "seq_resets": self._seq_resets,
+                "backlog": self._backlog,
+                "backlog_peak": self._backlog_peak,
                 "last_message_unix_ns": self._last_message_ns or None,
             }
         samples.sort()
@@ -153,6 +224,12 @@ class BridgeStats:
         self._lock = threading.Lock()
         self._topics: dict[tuple[str, Direction], TopicStats] = {}
         self._started_ns = time.time_ns()
+        self._link: Callable[[], dict[str, Any]] | None = None
+
+    def set_link_source(self, source: Callable[[], dict[str, Any]]) -> None:
+        """Take the snapshot's ``link`` section from ``source()`` (the bridge's link monitor)."""
+        with self._lock:
+            self._link = source
 
     def topic(self, name: str, direction: Direction, *, type_name: str | None = None) -> TopicStats:
         """The counters of ``name`` in ``direction``, created on first use."""
@@ -168,8 +245,9 @@ class BridgeStats:
         """Every topic's counters plus who wrote them and when, as a JSON-able dict."""
         with self._lock:
             topics = list(self._topics.values())
+            link = self._link
         now = time.time_ns()
-        return {
+        out: dict[str, Any] = {
             "deployment": self.deployment,
             "side": self.side,
             "machine": self.machine,
@@ -178,6 +256,9 @@ class BridgeStats:
             "uptime_s": round((now - self._started_ns) / 1e9, 3),
             "topics": [t.snapshot() for t in sorted(topics, key=lambda t: (t.direction, t.topic))],
         }
+        if link is not None:
+            out["link"] = link()
+        return out
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`snapshot` to ``path`` atomically (readers see the old or the new file).
@@ -243,9 +324,12 @@ _COLUMNS = (
 def format_stats_table(stats: Mapping[str, Any]) -> str:
     """A per-topic text table of one snapshot, or of ``{name: snapshot}`` for several bridges.
 
-    Latency is one-way, Zenoh sender to Zenoh receiver (inbound topics only; an outbound row
-    shows ``-``); across hosts it is only as good as their clock synchronization. Empty or
-    unreadable snapshots are shown as such rather than failing.
+    Latency is one-way, from the sending bridge taking the message from its graph to the
+    receiving bridge publishing it (inbound topics only; an outbound row shows ``-``); across
+    hosts it is only as good as their clock synchronization. ``dropped`` adds up every
+    ``dropped_*`` counter but ``dropped_malformed``. A snapshot with a ``link`` section adds one
+    line per bridge below the table (see :func:`format_link`). Empty or unreadable snapshots are
+    shown as such rather than failing.
 
     Args:
         stats: a :meth:`BridgeStats.snapshot` dict, or a mapping of bridge names to such dicts.
@@ -274,7 +358,7 @@ def format_stats_table(stats: Mapping[str, Any]) -> str:
                     str(topic.get("messages", 0)),
                     f"{topic.get('bytes', 0) / 1e6:.2f}",
                     str(topic.get("dropped_malformed", 0)),
-                    str(topic.get("dropped_other", 0)),
+                    str(sum(int(topic.get(key, 0) or 0) for key in _DROPS)),
                     str(topic.get("lost", 0)),
                     _fmt_ms(lat.get("median")),
                     _fmt_ms(lat.get("p99")),
@@ -292,7 +376,65 @@ def format_stats_table(stats: Mapping[str, Any]) -> str:
 
     out = [line(headers), line(tuple("-" * w for w in widths))]
     out.extend(line(r) for r in rows)
+    for name, snap in snapshots.items():
+        link = snap.get("link") if isinstance(snap, Mapping) else None
+        if isinstance(link, Mapping):
+            out.append(f"{name} link: {format_link(link)}")
     return "\n".join(out)
+
+
+def format_link(link: Mapping[str, Any]) -> str:
+    """One line for a snapshot's ``link`` section: each peer's state, disconnects and last outage.
+
+    E.g. ``gpu connected, 2 disconnects, last outage 3.4 s``, or ``no peer bridge seen yet``.
+    """
+    peers = link.get("peers")
+    if not isinstance(peers, Mapping) or not peers:
+        return "no peer bridge seen yet"
+    parts = []
+    for name, peer in sorted(peers.items()):
+        if not isinstance(peer, Mapping):
+            continue
+        state = "connected" if peer.get("connected") else "DISCONNECTED"
+        count = int(peer.get("disconnects", 0) or 0)
+        text = f"{name} {state}, {count} disconnect{'' if count == 1 else 's'}"
+        outage = peer.get("last_outage_s")
+        if outage is not None:
+            text += f", last outage {float(outage):.1f} s"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def peer_link_states(snapshot: Mapping[str, Any]) -> dict[str, str]:
+    """Each peer bridge's link in a few words, for a status column (e.g. in ``fogros-dist list``,
+    from the robot bridge's stats file): ``up``, ``up, 2 outages (last 3.4 s)``, ``DOWN for 12 s``
+    or ``stopped``. Empty when the snapshot has no ``link`` section."""
+    link = snapshot.get("link")
+    peers = link.get("peers") if isinstance(link, Mapping) else None
+    if not isinstance(peers, Mapping):
+        return {}
+    states = {}
+    for name, peer in sorted(peers.items()):
+        if not isinstance(peer, Mapping):
+            continue
+        count = int(peer.get("disconnects", 0) or 0)
+        if peer.get("stopped"):
+            text = "stopped"
+        elif not peer.get("connected"):
+            down = peer.get("down_for_s")
+            text = "DOWN" if down is None else f"DOWN for {float(down):.0f} s"
+        else:
+            text = "up"
+        if count and not peer.get("stopped"):
+            outage = peer.get("last_outage_s")
+            last = "" if outage is None else f" (last {float(outage):.1f} s)"
+            text += f", {count} outage{'' if count == 1 else 's'}{last}"
+        states[str(name)] = text
+    return states
+
+
+# The counters the table's "dropped" column adds up (malformed messages have a column of their own).
+_DROPS = ("dropped_other", "dropped_oversize", "dropped_backlog", "dropped_history")
 
 
 def _percentile_ms(sorted_ns: list[int], q: float) -> float | None:

@@ -8,8 +8,9 @@ declared up front so an unsupported request fails at plan time, not by crashing 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
@@ -48,6 +49,8 @@ class ProcessSpec:
     name: str
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
+    # Its stdout and stderr files rotate before they pass this size (DeploymentSpec.log_max_bytes).
+    log_max_bytes: int = 10 * 1024 * 1024
 
 
 # Receives a provider's progress: (stage, message). Stages a user sees, in order where they apply:
@@ -68,6 +71,14 @@ class ProvisionContext:
     workspace: WorkspaceSelection | None = None
     # The nodes the machine will run (what its runtime must hold, e.g. torch).
     nodes: tuple[NodeSpec, ...] = ()
+    # Set when the user stops the deployment (Ctrl-C, SIGTERM, `down`) while it comes up: every
+    # wait (SSH, instance state, install, push, build, provider calls) checks it at least every
+    # second and raises errors.Cancelled, so teardown can begin within 2 s.
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # When the deployment's record was created (0: unknown). With the deployment and machine
+    # names it makes a cloud request's idempotency token: the same for every retry within this
+    # record, a new one for the next `up` of the name.
+    created_at: float = 0.0
 
 
 class RunningProcess(Protocol):
@@ -134,3 +145,17 @@ class Provider(Protocol):
 
     def terminate(self, host: Host) -> None:
         """Release the machine and everything the provider created for it."""
+
+    def reclaim(self, machine: MachineSpec, *, deployment: str) -> tuple[str, ...]:
+        """Release what this provider may have created for ``machine`` of ``deployment`` that no
+        Host records: its ``create`` was interrupted, or its supervisor killed, before it
+        returned (found by the deployment's tags, not by memory). Idempotent, and quick when
+        nothing exists.
+
+        Returns:
+            What is still left afterwards, one description each (empty: nothing).
+        """
+
+    def remaining(self, host: Host) -> tuple[str, ...]:
+        """What of ``host`` still exists after :meth:`terminate`, one description each (empty:
+        nothing), so `down` never says "down" while something it created lives on."""

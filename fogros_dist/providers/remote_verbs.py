@@ -24,8 +24,10 @@ class RemoteMachineVerbs:
     _machines: RemoteMachines
 
     def prepare(self, host: Host, ctx: ProvisionContext) -> None:
-        """Install the runtime (unless cached) while pushing ``ctx.workspace`` (only changes)."""
-        self._machines.prepare(host, workspace=ctx.workspace, progress=ctx.progress)
+        """Install the runtime (unless cached) while pushing ``ctx.workspace`` (only changes);
+        ``ctx.cancel`` stops either within about a second (Cancelled), and the verbs after it
+        (``resolve_node``, ``start``) give up on it too."""
+        self._machines.prepare(host, workspace=ctx.workspace, progress=ctx.progress, cancel=ctx.cancel)
 
     def resolve_node(self, host: Host, *, package: str, executable: str) -> tuple[str, ...]:
         """Resolve the executable on the machine; MissingExecutable naming where it looked."""
@@ -42,7 +44,12 @@ class RemoteMachineVerbs:
     def start(self, host: Host, process: ProcessSpec) -> RemoteProcess:
         """Start a supervised process there (its own session, output to files on the machine)."""
         return self._machines.start(
-            host, role=process.role, name=process.name, argv=process.argv, env=process.env
+            host,
+            role=process.role,
+            name=process.name,
+            argv=process.argv,
+            env=process.env,
+            log_max_bytes=process.log_max_bytes,
         )
 
     def attach(self, host: Host, record: ProcessRecord) -> RemoteProcess:

@@ -5,6 +5,10 @@ Opening a session is one SSH command: a few lines of Python read the agent's sou
 content, is there) and become ``host_agent.py serve`` on the same channel. Afterwards each remote
 operation is a JSON message. If the connection drops, pending requests fail with
 :class:`~fogros_dist.remote.runner.ConnectionLost` and the next request opens a new session.
+
+Requests made while a machine comes up take ``cancel`` (see :mod:`fogros_dist.remote.cancel`):
+the robot stops waiting within ~0.2 s of it being set and raises Cancelled, and tells the host to
+stop a streaming request; what a request started on the host (a process) is its caller's to stop.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fogros_dist.errors import DeploymentError, ProvisionError
+from fogros_dist.remote.cancel import CHECK_EVERY_S, CancelEvent, cancelled, raise_if_cancelled
 from fogros_dist.remote.runner import ConnectionLost, SSHRunner
 
 __all__ = [
@@ -132,6 +138,8 @@ class HostFacts:
     bridge_port: int
     # What nvidia-smi lists on the host (none where it is missing or fails).
     gpus: tuple[Gpu, ...] = ()
+    # The host's own address on the SSH connection (where the machine bridge listens); "" unknown.
+    ssh_server_address: str = ""
 
     def stamps(self, venv_name: str) -> tuple[str, str]:
         """The (deps, self) stamps of ``venv_name``; empty strings if it does not exist."""
@@ -185,6 +193,15 @@ class _Session:
         except OSError as err:
             self._fail()
             raise ConnectionLost(self._lost_message()) from err
+
+    def abandon(self, ident: int) -> None:
+        """Stop waiting for request ``ident`` (and stop it on the host if it streams)."""
+        with self._lock:
+            self._pending.pop(ident, None)
+            alive = self.alive
+        if alive:
+            with contextlib.suppress(ConnectionLost):
+                self.send({"id": 0, "op": "cancel", "args": {"target": ident}})
 
     def close(self) -> None:
         self.channel.close()
@@ -300,16 +317,34 @@ class HostAgent:
 
     # -- requests --------------------------------------------------------------------------------
 
-    def request(self, op: str, args: dict[str, Any], *, timeout: float = 60.0, what: str) -> Any:
+    def request(
+        self,
+        op: str,
+        args: dict[str, Any],
+        *,
+        timeout: float = 60.0,
+        what: str,
+        cancel: CancelEvent | None = None,
+    ) -> Any:
         """Send one request and return its answer.
+
+        Args:
+            cancel: stop waiting when set; None: never.
 
         Raises:
             ProvisionError: the host's agent failed (its error is named) or did not answer.
             ConnectionLost: the connection dropped meanwhile (the request may have run).
+            Cancelled: ``cancel`` was set first (the request may still run on the host).
         """
-        _ident, pending = self._session_for().submit(op, args, None)
-        if not pending.done.wait(timeout):
-            target = self._runner.target
+        target = self._runner.target
+        # Checked before sending too: a request not sent (a start) leaves nothing to undo.
+        raise_if_cancelled(cancel, machine=target.machine, doing=f"asking {target.hostname} to {what}")
+        session = self._session_for(cancel)
+        ident, pending = session.submit(op, args, None)
+        if not self._await(pending, timeout=timeout, cancel=cancel):
+            if cancel is not None and cancel.is_set():
+                session.abandon(ident)
+                raise cancelled(target.machine, f"asking {target.hostname} to {what}")
             msg = (
                 f"machine {target.machine!r}: {what} did not finish on {target.hostname} "
                 f"within {timeout:.0f} s"
@@ -317,9 +352,31 @@ class HostAgent:
             raise ProvisionError(msg)
         return self.unwrap(pending, what=what)
 
-    def stream(self, op: str, args: dict[str, Any], on_frame: Callable[[str], None]) -> AgentStream:
-        """Start a streaming request; frames go to ``on_frame`` on the reader thread."""
-        session = self._session_for()
+    @staticmethod
+    def _await(pending: _Pending, *, timeout: float, cancel: CancelEvent | None) -> bool:
+        """Whether the answer came within ``timeout`` (False as soon as ``cancel`` is set)."""
+        if cancel is None:
+            return pending.done.wait(timeout)
+        end = time.monotonic() + timeout
+        while not cancel.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if pending.done.wait(min(left, CHECK_EVERY_S)):
+                return True
+        return pending.done.is_set()
+
+    def stream(
+        self,
+        op: str,
+        args: dict[str, Any],
+        on_frame: Callable[[str], None],
+        *,
+        cancel: CancelEvent | None = None,
+    ) -> AgentStream:
+        """Start a streaming request; frames go to ``on_frame`` on the reader thread. ``cancel``
+        interrupts opening the session; stopping the stream is :meth:`AgentStream.cancel`."""
+        session = self._session_for(cancel)
         ident, pending = session.submit(op, args, on_frame)
         return AgentStream(self, session, ident, pending)
 
@@ -335,12 +392,15 @@ class HostAgent:
             raise ProvisionError(msg)
         return answer.get("ok")
 
-    def probe(self, *, workdir: str, ros_setup: str, bridge_port: int) -> HostFacts:
+    def probe(
+        self, *, workdir: str, ros_setup: str, bridge_port: int, cancel: CancelEvent | None = None
+    ) -> HostFacts:
         """What the host offers (resets ``workdir``, relative to remote_dir, if given).
 
         Raises:
             ProvisionError: the interpreter is too old, or the ROS setup file or the bridge port
                 is not usable (one line naming the option and the fix).
+            Cancelled: ``cancel`` was set first.
         """
         args = {
             "remote_dir": self._remote_dir,
@@ -349,7 +409,7 @@ class HostAgent:
             "bridge_port": bridge_port,
         }
         try:
-            raw = self.request("probe", args, what="probe the host")
+            raw = self.request("probe", args, what="probe the host", cancel=cancel)
         except ConnectionLost:
             raise ProvisionError(self.explain_start_failure()) from None
         facts = _facts(self._runner.target.machine, raw)
@@ -363,13 +423,15 @@ class HostAgent:
             raise ProvisionError(msg)
         return facts
 
-    def start(self, spec: dict[str, Any], *, what: str) -> dict[str, Any]:
+    def start(self, spec: dict[str, Any], *, what: str, cancel: CancelEvent | None = None) -> dict[str, Any]:
         """Start a supervised process; return its record (pid, pgid, start_ticks, stdout, stderr).
 
         Raises:
             DeploymentError: it could not be executed on the host.
+            Cancelled: ``cancel`` was set before the answer came (the process may have started:
+                the run directory's records say so, and ``reap`` stops it).
         """
-        answer: dict[str, Any] = self.request("start", spec, what=f"start {what}")
+        answer: dict[str, Any] = self.request("start", spec, what=f"start {what}", cancel=cancel)
         if "record" not in answer:
             target = self._runner.target
             msg = f"cannot start {what} on machine {target.machine!r}: {answer.get('error', answer)}"
@@ -386,8 +448,10 @@ class HostAgent:
         path_prepend: list[str] | None = None,
         timeout: float = 120.0,
         what: str,
+        cancel: CancelEvent | None = None,
     ) -> dict[str, Any]:
-        """Run a short command on the host (setup files sourced first); ``{code, stdout, stderr}``."""
+        """Run a short command on the host (setup files sourced first); ``{code, stdout, stderr}``.
+        ``cancel`` stops the waiting, not the command (it ends within ``timeout`` there)."""
         args = {
             "argv": argv,
             "env": env or {},
@@ -395,25 +459,25 @@ class HostAgent:
             "path_prepend": path_prepend or [],
             "timeout": timeout,
         }
-        found: dict[str, Any] = self.request("run", args, timeout=timeout + 30.0, what=what)
+        found: dict[str, Any] = self.request("run", args, timeout=timeout + 30.0, what=what, cancel=cancel)
         return found
 
     # -- session ---------------------------------------------------------------------------------
 
-    def _session_for(self) -> _Session:
+    def _session_for(self, cancel: CancelEvent | None) -> _Session:
         with self._lock:
             if self._session is not None and self._session.alive:
                 return self._session
-            self._session = self._open()
+            self._session = self._open(cancel)
             return self._session
 
-    def _open(self) -> _Session:
+    def _open(self, cancel: CancelEvent | None) -> _Session:
         source = agent_source()
         argv = [self._python, "-c", _BOOT, self._remote_dir, agent_digest(), str(len(source))]
         for attempt in (1, 2):
             generation = self._runner.generation
             try:
-                channel = self._runner.open_stream(argv, read_timeout=_SILENCE_S)
+                channel = self._runner.open_stream(argv, read_timeout=_SILENCE_S, cancel=cancel)
                 channel.sendall(source)
                 return _Session(self._runner, channel)
             except ConnectionLost:
@@ -422,7 +486,7 @@ class HostAgent:
             except OSError:
                 if attempt == 2:
                     raise
-            self._runner.reconnect(generation)
+            self._runner.reconnect(generation, cancel=cancel)
         raise AssertionError("unreachable")
 
     def explain_start_failure(self) -> str:
@@ -460,13 +524,22 @@ class HostAgent:
         )
         return found
 
-    def wait(self, rundir: str, name: str, *, timeout: float) -> dict[str, Any]:
-        """Block until ``name`` exits or ``timeout`` passes; return its state."""
+    def wait(
+        self, rundir: str, name: str, *, timeout: float, cancel: CancelEvent | None = None
+    ) -> dict[str, Any]:
+        """Block until ``name`` exits or ``timeout`` passes; return its state. Keep ``timeout``
+        short and loop where the wait is long: the host's side of a cancelled wait runs on until
+        its ``timeout``.
+
+        Raises:
+            Cancelled: ``cancel`` was set first (the process is left running).
+        """
         found: dict[str, Any] = self.request(
             "wait",
             {"rundir": rundir, "name": name, "timeout": timeout},
             timeout=timeout + 30.0,
             what=f"wait for {name}",
+            cancel=cancel,
         )
         return found
 
@@ -492,24 +565,36 @@ class HostAgent:
         found: list[str] = self.request("tail", {"path": path, "lines": lines}, what=f"read {path}")
         return found
 
-    def manifest(self, root: str, *, excludes: tuple[str, ...]) -> dict[str, list[Any]]:
+    def manifest(
+        self, root: str, *, excludes: tuple[str, ...], cancel: CancelEvent | None = None
+    ) -> dict[str, list[Any]]:
         """``{rel: [kind, size, mtime_s, mode, link]}`` for the paths under ``root``."""
         found: dict[str, list[Any]] = self.request(
-            "manifest", {"root": root, "excludes": list(excludes)}, timeout=300.0, what="list files"
+            "manifest",
+            {"root": root, "excludes": list(excludes)},
+            timeout=300.0,
+            what="list files",
+            cancel=cancel,
         )
         return found
 
-    def digest(self, root: str, *, excludes: tuple[str, ...]) -> dict[str, Any]:
+    def digest(
+        self, root: str, *, excludes: tuple[str, ...], cancel: CancelEvent | None = None
+    ) -> dict[str, Any]:
         """``{"digest": hex, "files": n}`` of the tree under ``root`` (see host_agent.tree_digest)."""
         found: dict[str, Any] = self.request(
-            "digest", {"root": root, "excludes": list(excludes)}, timeout=300.0, what="compare files"
+            "digest",
+            {"root": root, "excludes": list(excludes)},
+            timeout=300.0,
+            what="compare files",
+            cancel=cancel,
         )
         return found
 
-    def hashes(self, root: str, rels: list[str]) -> dict[str, str]:
+    def hashes(self, root: str, rels: list[str], *, cancel: CancelEvent | None = None) -> dict[str, str]:
         """SHA-256 of each of ``rels`` under ``root``."""
         found: dict[str, str] = self.request(
-            "hash", {"root": root, "rels": rels}, timeout=300.0, what="hash files"
+            "hash", {"root": root, "rels": rels}, timeout=300.0, what="hash files", cancel=cancel
         )
         return found
 
@@ -547,4 +632,5 @@ def _facts(machine: str, raw: dict[str, Any]) -> HostFacts:
             for g in raw.get("gpus", [])
             if isinstance(g, dict)
         ),
+        ssh_server_address=str(raw.get("ssh_server_address", "")),
     )

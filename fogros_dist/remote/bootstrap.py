@@ -5,7 +5,9 @@ two stamps: ``.fogros-deps`` (the hash of the wheels it was built from) and ``.f
 hash of the fogros_dist wheel in it). The host's probe reports both stamps, so when nothing changed
 the robot decides "cached" without building, pushing or running anything. Otherwise it pushes
 only what is missing (the wheelhouse only if the dependencies changed) and starts the install as
-a supervised process on the host, which the caller may overlap with the workspace push.
+a supervised process on the host, which the caller may overlap with the workspace push. A
+cancelled install is stopped on the host (its process group: the venv is only stamped once
+complete, so the next `up` installs it from scratch).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fogros_dist.errors import ProvisionError
+from fogros_dist.errors import Cancelled, FogError, ProvisionError
 from fogros_dist.remote.agent import HostAgent, HostFacts
+from fogros_dist.remote.cancel import CancelEvent, cancelled, raise_if_cancelled
 from fogros_dist.remote.selfwheel import SelfWheel, build_self_wheel
 from fogros_dist.remote.sync import push_directory
 from fogros_dist.remote.wheelhouse import (
@@ -34,6 +37,10 @@ __all__ = ["INSTALL_TIMEOUT_S", "Install", "RuntimePlan", "plan_runtime", "start
 INSTALL_TIMEOUT_S = 1800.0
 # A hyphen cannot appear in a ROS node name, so no node of the deployment can collide with it.
 _INSTALL_NAME = "fogros-bootstrap"
+# Each wait request on the host is this short, so a cancelled wait leaves nothing waiting there.
+_POLL_S = 1.0
+# A cancelled install gets this long to exit on SIGTERM (pip does at once) before SIGKILL.
+_STOP_GRACE_S = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,19 +78,33 @@ class Install:
     files_sent: int
     started: float
 
-    def wait(self) -> float:
+    def wait(self, *, cancel: CancelEvent | None = None) -> float:
         """Block until the install ends; return its duration.
+
+        Args:
+            cancel: when set, stop the install on the host and raise Cancelled; None: never.
 
         Raises:
             ProvisionError: it failed (its last error line and its log on the host are named), or
                 did not finish within INSTALL_TIMEOUT_S.
+            Cancelled: ``cancel`` was set first; the install process is gone from the host
+                (unless the host could not be reached: the message says so).
         """
         deadline = self.started + INSTALL_TIMEOUT_S
         while True:
             left = deadline - time.monotonic()
-            state = self.agent.wait(self.rundir, _INSTALL_NAME, timeout=max(1.0, min(left, 60.0)))
+            try:
+                state = self.agent.wait(
+                    self.rundir, _INSTALL_NAME, timeout=max(0.1, min(left, _POLL_S)), cancel=cancel
+                )
+            except FogError as err:
+                if cancel is not None and cancel.is_set():
+                    raise self.interrupt() from err
+                raise
             if state["state"] != "running":
                 break
+            if cancel is not None and cancel.is_set():
+                raise self.interrupt()
             if left <= 0:
                 msg = (
                     f"machine {self.agent.runner.target.machine!r}: the runtime install did not finish "
@@ -99,6 +120,16 @@ class Install:
             )
             raise ProvisionError(msg)
         return time.monotonic() - self.started
+
+    def interrupt(self) -> Cancelled:
+        """Stop the install on the host (SIGTERM to its process group, SIGKILL shortly after);
+        return the Cancelled that says so."""
+        machine = self.agent.runner.target.machine
+        try:
+            self.agent.stop(self.rundir, _INSTALL_NAME, grace=_STOP_GRACE_S)
+        except FogError as err:
+            return cancelled(machine, f"installing the runtime (it could not be stopped on the host: {err})")
+        return cancelled(machine, "installing the runtime (stopped on the host)")
 
 
 def plan_runtime(facts: HostFacts, *, torch: bool, cache_dir: Path) -> RuntimePlan:
@@ -138,12 +169,20 @@ def plan_runtime(facts: HostFacts, *, torch: bool, cache_dir: Path) -> RuntimePl
 
 
 def start_install(
-    agent: HostAgent, facts: HostFacts, plan: RuntimePlan, *, cache_dir: Path, machine: str
+    agent: HostAgent,
+    facts: HostFacts,
+    plan: RuntimePlan,
+    *,
+    cache_dir: Path,
+    machine: str,
+    cancel: CancelEvent | None = None,
 ) -> Install:
     """Push what the install needs (only what changed) and start it on the host.
 
     Raises:
         ProvisionError: the wheels could not be had or pushed, or the install could not start.
+        Cancelled: ``cancel`` was set first (nothing is left running on the host: the install
+            is stopped if it had started).
     """
     started = time.monotonic()
     wheels_dir = f"{facts.remote_dir}/wheels"
@@ -162,14 +201,20 @@ def start_install(
             raise ProvisionError(msg)
         # Wheels never change under one name, so nothing is deleted: venvs of other robots and
         # versions on this host keep finding theirs.
+        raise_if_cancelled(cancel, machine=machine, doing="preparing the runtime's wheels")
         stats = push_directory(
-            agent, local=house.directory, remote=wheels_dir, remote_has_rsync=facts.rsync, delete=False
+            agent,
+            local=house.directory,
+            remote=wheels_dir,
+            remote_has_rsync=facts.rsync,
+            delete=False,
+            cancel=cancel,
         )
         bytes_sent += stats.bytes_sent
         files_sent += stats.files_sent
         requirements_name, pip_wheel = house.requirements, house.pip_wheel
     else:
-        pip_wheel = _pip_wheel_on_host(agent, wheels_dir)
+        pip_wheel = _pip_wheel_on_host(agent, wheels_dir, cancel)
     spec = {
         "venv": plan.venv,
         "wheels": wheels_dir,
@@ -180,7 +225,8 @@ def start_install(
         "self_key": plan.self_wheel.key,
         "system_site_packages": plan.system_site_packages,
     }
-    sftp = agent.runner.sftp()
+    raise_if_cancelled(cancel, machine=machine, doing="pushing the runtime")
+    sftp = agent.runner.sftp(cancel=cancel)
     sftp.put(str(plan.self_wheel.path), f"{wheels_dir}/{plan.self_wheel.filename}")
     bytes_sent += plan.self_wheel.path.stat().st_size
     files_sent += 1
@@ -191,6 +237,34 @@ def start_install(
         sftp.put(handle.name, spec_path)
     rundir = f"{facts.workdir}/run"
     logdir = f"{facts.workdir}/logs"
+    raise_if_cancelled(cancel, machine=machine, doing="pushing the runtime")
+    install = Install(
+        agent=agent,
+        rundir=rundir,
+        log=f"{logdir}/{_INSTALL_NAME}.err",
+        bytes_sent=bytes_sent,
+        files_sent=files_sent,
+        started=started,
+    )
+    try:
+        _start(agent, facts, spec_path=spec_path, rundir=rundir, logdir=logdir, cancel=cancel)
+    except FogError as err:
+        if cancel is not None and cancel.is_set():
+            # The start may have gone through before the answer was abandoned.
+            raise install.interrupt() from err
+        raise
+    return install
+
+
+def _start(
+    agent: HostAgent,
+    facts: HostFacts,
+    *,
+    spec_path: str,
+    rundir: str,
+    logdir: str,
+    cancel: CancelEvent | None,
+) -> None:
     agent.start(
         {
             "name": _INSTALL_NAME,
@@ -202,20 +276,15 @@ def start_install(
             "argv": [facts.python_executable, agent.path(facts), "install", "--spec", spec_path],
         },
         what="the runtime install",
-    )
-    return Install(
-        agent=agent,
-        rundir=rundir,
-        log=f"{logdir}/{_INSTALL_NAME}.err",
-        bytes_sent=bytes_sent,
-        files_sent=files_sent,
-        started=started,
+        cancel=cancel,
     )
 
 
-def _pip_wheel_on_host(agent: HostAgent, wheels_dir: str) -> str:
+def _pip_wheel_on_host(agent: HostAgent, wheels_dir: str, cancel: CancelEvent | None) -> str:
     # Only fogros_dist changed: the deps venv exists, so the pip wheel it was built with is there.
-    done = agent.run(["sh", "-c", 'cd "$1" && ls pip-*.whl | tail -n 1', "sh", wheels_dir], what="find pip")
+    done = agent.run(
+        ["sh", "-c", 'cd "$1" && ls pip-*.whl | tail -n 1', "sh", wheels_dir], what="find pip", cancel=cancel
+    )
     name = str(done["stdout"]).strip()
     if not name:
         msg = (

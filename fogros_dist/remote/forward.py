@@ -72,7 +72,8 @@ def establish_forwarded(
 ) -> Host:
     """Establish a host behind jump hosts, with its bridge port forwarded to the robot's loopback.
 
-    Takes :meth:`RemoteMachines.establish`'s arguments (``more`` are passed on as they are).
+    Takes :meth:`RemoteMachines.establish`'s arguments (``more`` are passed on as they are:
+    ``workspace``, ``cancel``); a cancelled establish closes the robot's end again.
 
     The machine bridge then listens on the host's loopback only and the robot bridge connects to
     ``127.0.0.1:<bridge port>`` here (the Host's ``address``); its Zenoh link rides the SSH
@@ -81,6 +82,7 @@ def establish_forwarded(
     Raises:
         ProvisionError: as :meth:`RemoteMachines.establish`, or the bridge port is taken on the
             robot.
+        Cancelled: as :meth:`RemoteMachines.establish`.
     """
     import dataclasses
 

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import platform
+import selectors
 import shutil
 import signal
 import socket
@@ -282,10 +283,19 @@ def op_probe(args: dict[str, Any], _emit: Callable[[str], bool]) -> dict[str, An
         # and so do its logs (they stayed for post-mortems until now).
         _reap(workdir / "run", grace=2.0)
         # The files a node shipped go too: a file the new deployment no longer ships must not linger.
-        for sub in ("run", "logs", "files"):
+        # So do the bridge's TLS credentials; their directory is the owner's alone (0700) before
+        # the robot uploads a private key into it, whatever the umask gives the uploaded file.
+        for sub in ("run", "logs", "files", "tls"):
             shutil.rmtree(workdir / sub, ignore_errors=True)
-            (workdir / sub).mkdir(parents=True)
+            (workdir / sub).mkdir(parents=True, mode=0o700 if sub == "tls" else 0o777)
+        (workdir / "tls").chmod(0o700)
         facts["workdir"] = str(workdir)
+        # The host's address on this SSH connection (SSH_CONNECTION: client address and port,
+        # server address and port): the interface the robot's packets arrive on, which is where
+        # the machine bridge listens; behind NAT (EC2) the robot's address for the host is not
+        # on any of its interfaces.
+        connection = os.environ.get("SSH_CONNECTION", "").split()
+        facts["ssh_server_address"] = connection[2] if len(connection) == 4 else ""
         facts["bridge"] = _bridge_port(int(args.get("bridge_port", 0)))
         if facts["ros"].get("setup"):
             # What the bridge and the nodes will source: ready before the first one starts.
@@ -323,47 +333,161 @@ def _state(run: Path, name: str) -> dict[str, Any]:
     return {"state": "gone", "code": None}
 
 
+# Output files rotate before they pass this size (the robot sends the deployment's
+# ``log_max_bytes``); _LOG_BACKUPS older parts are kept. Twin of fogros_dist/rotating_log.py.
+_DEFAULT_LOG_MAX_BYTES = 10 * 1024 * 1024
+_MIN_LOG_MAX_BYTES = 4096
+_LOG_BACKUPS = 3
+# After the command exits: how long its output may take to drain before the exit is recorded.
+_DRAIN_S = 1.0
+
+
+class _RotatingLog:
+    """Appends to ``path`` (0600), rotating it (``path.1`` ... ``path.<backups>``) before it would
+    pass ``max_bytes``, preferably at a line boundary. A log that cannot be written is dropped,
+    not the process: the command would die of a broken pipe if its output stopped being read."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self._max = max(max_bytes, _MIN_LOG_MAX_BYTES)
+        self._fd: int | None = None
+        self._size = 0
+        with contextlib.suppress(OSError):
+            self._fd = self._open()
+            self._size = os.fstat(self._fd).st_size
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def write(self, data: bytes) -> None:
+        try:
+            while data and self._fd is not None:
+                room = self._max - self._size
+                if len(data) <= room:
+                    self._write(data)
+                    return
+                cut = data.rfind(b"\n", 0, room) + 1
+                if cut == 0 and self._size == 0:
+                    cut = room  # a line longer than a whole file is split
+                if cut:
+                    self._write(data[:cut])
+                    data = data[cut:]
+                self._rotate()
+        except OSError:
+            self.close()
+
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        self.close()
+        name = self.path.name
+        self.path.with_name(f"{name}.{_LOG_BACKUPS}").unlink(missing_ok=True)
+        for index in range(_LOG_BACKUPS - 1, 0, -1):
+            older = self.path.with_name(f"{name}.{index}")
+            if older.exists():
+                older.rename(self.path.with_name(f"{name}.{index + 1}"))
+        self.path.rename(self.path.with_name(f"{name}.1"))
+        self._fd = self._open()
+        self._size = 0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def _pump_output(
+    child: subprocess.Popen[bytes], logs: dict[int, _RotatingLog], on_exit: Callable[[int], None]
+) -> None:
+    """Copy the child's pipes into their logs until every writer is gone; ``on_exit(code)`` runs
+    once the child has exited and what it wrote before exiting is in the files."""
+    selector = selectors.DefaultSelector()
+    for fd in logs:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    code: int | None = None
+    while logs:
+        for key, _events in selector.select(timeout=_POLL_S):
+            _drain(int(key.fd), logs, selector)
+        if code is None and (code := child.poll()) is not None:
+            # Whatever it wrote before it exited is in the pipes now: take it, then say so.
+            deadline = time.monotonic() + _DRAIN_S
+            while logs and time.monotonic() < deadline:
+                if not any(_drain(fd, logs, selector) for fd in list(logs)):
+                    break
+            on_exit(code)
+    if code is None:
+        on_exit(child.wait())
+
+
+def _drain(fd: int, logs: dict[int, _RotatingLog], selector: selectors.BaseSelector) -> bool:
+    """Read what ``fd`` holds now into its log; True if anything was read."""
+    try:
+        data = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return False
+    if data:
+        logs[fd].write(data)
+        return True
+    selector.unregister(fd)
+    os.close(fd)
+    logs.pop(fd).close()
+    return False
+
+
 def wrap(args: argparse.Namespace) -> int:
     """The detached wrapper: start the command (spec on stdin), record it, tell the server on the
-    notify fd, wait, record how it ended."""
+    notify fd, copy its output into rotated logs, record how it ended."""
     spec = json.loads(sys.stdin.read())
     notify = int(args.notify_fd)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    # The wrapper must outlive the SSH session that started it.
+    # The wrapper must outlive the SSH session that started it, and read the output to the end.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     run = Path(spec["rundir"])
     logs = Path(spec["logdir"])
+    with contextlib.suppress(OSError):
+        logs.chmod(0o700)  # what the processes print is the owner's to read
     name = spec["name"]
     record_path, exit_path = _paths(run, name)
     # The server resolved the setup files into the final command and environment.
     argv = list(spec["argv"])
     env = dict(spec["env"])
+    max_bytes = int(spec.get("log_max_bytes") or _DEFAULT_LOG_MAX_BYTES)
     stdout_path = logs / f"{name}.out"
     stderr_path = logs / f"{name}.err"
+    out, err = _RotatingLog(stdout_path, max_bytes), _RotatingLog(stderr_path, max_bytes)
     # An ignored SIGINT survives exec, and stopping a node begins with SIGINT: the command gets
     # the default disposition whatever this wrapper inherited (it ignores SIGINT again after).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    with stdout_path.open("ab") as out, stderr_path.open("ab") as err:
-        try:
-            child = subprocess.Popen(
-                argv,
-                cwd=spec.get("cwd") or None,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            reason = f"cannot execute {argv[0]!r}: {exc.strerror}"
-            err.write(f"fogros-dist: {reason}\n".encode())
-            err.flush()
-            _write_atomic(exit_path, json.dumps({"code": 127, "ended": time.time()}))
-            os.write(notify, json.dumps({"error": reason}).encode())
-            os.close(notify)
-            return 0
+    try:
+        # Pipes, not the files: a file the command writes itself could not be rotated.
+        child = subprocess.Popen(
+            argv,
+            cwd=spec.get("cwd") or None,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        reason = f"cannot execute {argv[0]!r}: {exc.strerror}"
+        err.write(f"fogros-dist: {reason}\n".encode())
+        out.close()
+        err.close()
+        _write_atomic(exit_path, json.dumps({"code": 127, "ended": time.time()}))
+        os.write(notify, json.dumps({"error": reason}).encode())
+        os.close(notify)
+        return 0
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     record = {
         "name": name,
@@ -378,8 +502,17 @@ def wrap(args: argparse.Namespace) -> int:
     _write_atomic(record_path, json.dumps(record))
     os.write(notify, json.dumps({"record": record}).encode())
     os.close(notify)
-    code = child.wait()
-    _write_atomic(exit_path, json.dumps({"code": code, "ended": time.time()}))
+    assert child.stdout is not None
+    assert child.stderr is not None
+
+    def ended(code: int) -> None:
+        _write_atomic(exit_path, json.dumps({"code": code, "ended": time.time()}))
+
+    # The pump owns (and closes) copies of the descriptors, not the file objects'.
+    pipes = {os.dup(child.stdout.fileno()): out, os.dup(child.stderr.fileno()): err}
+    child.stdout.close()
+    child.stderr.close()
+    _pump_output(child, pipes, ended)
     return 0
 
 
@@ -572,9 +705,10 @@ def op_follow(args: dict[str, Any], emit: Callable[[str], bool]) -> dict[str, An
     """Emit ``O <offset> <line>`` / ``E <offset> <line>`` frames (offset: the byte after the line)
     until the process has ended (then its state is the answer) or the stream is cancelled."""
     run = Path(args["rundir"])
+    # tag, path, offset, pending partial line, inode of the file being read (None: not yet).
     streams: list[list[Any]] = [
-        ["O", Path(args["stdout"]), int(args["from_out"]), b""],
-        ["E", Path(args["stderr"]), int(args["from_err"]), b""],
+        ["O", Path(args["stdout"]), int(args["from_out"]), b"", None],
+        ["E", Path(args["stderr"]), int(args["from_err"]), b"", None],
     ]
     for entry in streams:
         if entry[2] < 0:
@@ -585,16 +719,19 @@ def op_follow(args: dict[str, Any], emit: Callable[[str], bool]) -> dict[str, An
     while True:
         # The state first: output written before the process ended is then sent before the end.
         state = _state(run, args["name"])
+        busy = False
         for entry in streams:
-            tag, path, offset, pending = entry
-            try:
-                with path.open("rb") as handle:
-                    handle.seek(offset + len(pending))
-                    data = handle.read(1 << 20)
-            except OSError:
-                data = b""
+            tag, path, offset, pending, inode = entry
+            # Offsets count in the file being read; a rotation starts the next file at 0.
+            data, entry[4], restarted = _read_log(path, offset + len(pending), inode)
+            if restarted:
+                if pending and not emit(f"{tag} {offset + len(pending)} {pending.decode(errors='replace')}"):
+                    return {"state": "cancelled", "code": None}
+                offset, pending = 0, b""
             if not data:
+                entry[2], entry[3] = offset, pending
                 continue
+            busy = True
             pending += data
             *lines, pending = pending.split(b"\n")
             for line in lines:
@@ -602,12 +739,66 @@ def op_follow(args: dict[str, Any], emit: Callable[[str], bool]) -> dict[str, An
                 if not emit(f"{tag} {offset} {line.decode(errors='replace')}"):
                     return {"state": "cancelled", "code": None}
             entry[2], entry[3] = offset, pending
-        if state["state"] in ("exited", "gone", "unknown"):
-            for tag, _path, offset, pending in streams:
+        # Ended, and nothing was left to read after it ended: everything has been sent.
+        if state["state"] in ("exited", "gone", "unknown") and not busy:
+            for tag, _path, offset, pending, _inode in streams:
                 if pending:
                     emit(f"{tag} {offset + len(pending)} {pending.decode(errors='replace')}")
             return state
-        time.sleep(_POLL_S)
+        if not busy:
+            # Only when idle: a reader that pauses while output pours in falls behind rotation.
+            time.sleep(_POLL_S)
+
+
+def _read_log(path: Path, position: int, inode: int | None) -> tuple[bytes, int | None, bool]:
+    """Up to 1 MiB of the log ``path`` from ``position`` in the file with ``inode`` (None: the
+    current one), across rotations (see _RotatingLog): the rest of a rotated file comes first,
+    then the current one from 0.
+
+    Returns:
+        The bytes, the inode they were read from, and whether reading restarted at 0 of a newer file.
+    """
+    try:
+        current = path.stat()
+    except OSError:
+        return b"", inode, False
+    if inode is None:
+        if current.st_size >= position:
+            return _read_at(path, position), current.st_ino, False
+        # Rotated since ``position`` was taken (the robot reconnected): the rest of the old file.
+        older = path.with_name(f"{path.name}.1")
+        with contextlib.suppress(OSError):
+            if older.stat().st_size >= position:
+                return _read_at(older, position), older.stat().st_ino, False
+        return _read_at(path, 0), current.st_ino, True
+    if inode == current.st_ino:
+        return _read_at(path, position), inode, False
+    # Rotated: the rest of the file being read, then the next newer part (the oldest kept one if
+    # it is gone), so a reader that fell behind by a few rotations misses nothing.
+    kept = []
+    for index in range(_LOG_BACKUPS, 0, -1):
+        with contextlib.suppress(OSError):
+            older = path.with_name(f"{path.name}.{index}")
+            kept.append((older, older.stat().st_ino))
+    kept.append((path, current.st_ino))
+    following = kept[0]
+    for index, (part, part_inode) in enumerate(kept[:-1]):
+        if part_inode == inode:
+            data = _read_at(part, position)
+            if data:
+                return data, inode, False
+            following = kept[index + 1]
+            break
+    return _read_at(following[0], 0), following[1], True
+
+
+def _read_at(path: Path, position: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(position)
+            return handle.read(1 << 20)
+    except OSError:
+        return b""
 
 
 def op_run(args: dict[str, Any], _emit: Callable[[str], bool]) -> dict[str, Any]:

@@ -9,6 +9,13 @@ Everything needed to find the machine again is in the Host: connection details i
 under ``FOGROS_SSH_*`` keys (never passed to processes), the rest of ``Host.env`` is the
 environment of the processes started there. So ``attach`` works from any process on the robot.
 
+Cancellation: ``establish`` and ``prepare`` take the deployment's ``cancel`` event (keyword, None:
+never) and every wait under them honours it within ~1 s (SSH wait, probe, runtime push and
+install, workspace push and build), stopping what they started on the host. The event given to
+``prepare`` (else ``establish``) is remembered per host, because the Provider verbs that follow
+(``resolve_node``, ``start``) carry no context: they, and ``wait_synced``, give up on it too.
+``terminate``, ``attach`` and the processes' handles never look at it: teardown follows a cancel.
+
 Layout on the host (``remote_dir``, default ``~/.fogros_dist``)::
 
     bin/host_agent-<hash>.py           the agent (standard library only; one server per connection)
@@ -31,6 +38,7 @@ from typing import Any
 from fogros_dist.errors import ConfigError, MissingExecutable, ProvisionError
 from fogros_dist.remote.agent import HostAgent, HostFacts, describe_gpus, gpus_to_json
 from fogros_dist.remote.bootstrap import plan_runtime, start_install
+from fogros_dist.remote.cancel import CHECK_EVERY_S, AnyOf, CancelEvent, cancelled, raise_if_cancelled
 from fogros_dist.remote.process import RemoteProcess
 from fogros_dist.remote.runner import RetryPolicy, SSHRunner
 from fogros_dist.remote.sync import SyncMethod, SyncStats, human_bytes
@@ -71,6 +79,8 @@ class RemoteMachines:
         self._agents: dict[str, HostAgent] = {}
         self._facts: dict[str, HostFacts] = {}
         self._pushes: dict[str, _Push] = {}
+        # Each host's deployment cancel event, for the verbs that are given none.
+        self._cancels: dict[str, CancelEvent] = {}
 
     # -- provision -------------------------------------------------------------------------------
 
@@ -83,16 +93,49 @@ class RemoteMachines:
         domain_id: int,
         progress: Progress,
         workspace: WorkspaceSelection | None = None,
+        cancel: CancelEvent | None = None,
     ) -> Host:
-        """Connect (stage ``ssh-ready``), probe the host, reset the deployment's workdir there,
-        write its DDS config; return the Host.
+        """Connect (stage ``ssh-ready``; ``waiting`` lines while attempts fail), probe the host,
+        reset the deployment's workdir there, write its DDS config; return the Host.
+
+        Args:
+            cancel: the deployment's cancel event (None: never cancelled).
 
         Raises:
             ProvisionError: the host cannot be reached or lacks what fogros_dist needs (one line
                 naming the machine and the fix).
+            Cancelled: ``cancel`` was set first (the connection is closed again).
         """
         runner = SSHRunner(target, retry=self._retry)
-        runner.connect()
+        try:
+            return self._establish(
+                runner,
+                settings,
+                deployment=deployment,
+                domain_id=domain_id,
+                progress=progress,
+                workspace=workspace,
+                cancel=cancel,
+            )
+        except BaseException:
+            # No Host yet, so no terminate will come: the connection (and the agent's session
+            # on it) ends here.
+            runner.close()
+            raise
+
+    def _establish(
+        self,
+        runner: SSHRunner,
+        settings: RemoteSettings,
+        *,
+        deployment: str,
+        domain_id: int,
+        progress: Progress,
+        workspace: WorkspaceSelection | None,
+        cancel: CancelEvent | None,
+    ) -> Host:
+        target = runner.target
+        runner.connect(cancel=cancel, progress=progress)
         trusted = f"; recorded new host key {runner.recorded_key.describe()}" if runner.recorded_key else ""
         trusted += "".join(
             f"; recorded new key of jump host {jump.where}: {key.describe()}"
@@ -104,12 +147,14 @@ class RemoteMachines:
             workdir=f"deployments/{deployment}/{target.machine}",
             ros_setup=settings.ros_setup,
             bridge_port=settings.bridge_port,
+            cancel=cancel,
         )
         _check_ros(target, facts)
         from fogros_dist.ros.cyclone_config import loopback_config
 
         workdir = PurePosixPath(facts.workdir)
-        with agent.runner.sftp().open(str(workdir / "cyclonedds.xml"), "wb") as handle:
+        raise_if_cancelled(cancel, machine=target.machine, doing="writing the DDS config")
+        with agent.runner.sftp(cancel=cancel).open(str(workdir / "cyclonedds.xml"), "wb") as handle:
             # Each host is its own ROS graph: DDS stays on its loopback, the bridge is the way out.
             handle.write(loopback_config(domain_id).encode())
         plan = plan_runtime(facts, torch=settings.torch, cache_dir=self.cache_dir)
@@ -134,6 +179,8 @@ class RemoteMachines:
             "JUMPS": jumps_to_json(target.jumps),
             # What the probe saw, for `list` (JSON: name, memory, driver per GPU).
             "GPUS": gpus_to_json(facts.gpus),
+            # The host's address on this connection: the machine bridge listens there only.
+            "SERVER_ADDRESS": facts.ssh_server_address,
             "PYTHON": settings.python,
             "REMOTE_DIR": facts.remote_dir,
             "ROS_SETUP": facts.ros_setup,
@@ -158,6 +205,8 @@ class RemoteMachines:
         with self._lock:
             self._agents[host.resource_id] = agent
             self._facts[host.resource_id] = facts
+            if cancel is not None:
+                self._cancels[host.resource_id] = cancel
         ros = f"ROS 2 {facts.ros_distro}" if facts.ros_setup else "no ROS 2 (DDS adapter)"
         progress(
             "running",
@@ -166,7 +215,14 @@ class RemoteMachines:
         )
         return host
 
-    def prepare(self, host: Host, *, workspace: WorkspaceSelection | None, progress: Progress) -> None:
+    def prepare(
+        self,
+        host: Host,
+        *,
+        workspace: WorkspaceSelection | None,
+        progress: Progress,
+        cancel: CancelEvent | None = None,
+    ) -> None:
         """Install the runtime (unless current); push the workspace's packages and build them.
 
         The workspace runs in the background: the bridge needs only the runtime, so it starts
@@ -174,18 +230,28 @@ class RemoteMachines:
         (see :meth:`start`). Reports ``bootstrapped`` or ``cached``, ``synced`` (files and bytes
         sent), then ``building <pkg> (n/m)`` and ``built``, or ``build cached``.
 
+        Args:
+            cancel: the deployment's cancel event (None: never cancelled); it also stops the
+                background push and build, and is remembered for the verbs that follow.
+
         Raises:
             ProvisionError: the install failed.
+            Cancelled: ``cancel`` was set first; the install (if it ran) is gone from the host.
         """
+        with self._lock:
+            if cancel is not None:
+                self._cancels[host.resource_id] = cancel
         agent = self.agent(host)
-        facts = self._facts.get(host.resource_id) or self._reprobe(host, agent)
+        facts = self._facts.get(host.resource_id) or self._reprobe(host, agent, cancel)
         conn = _connection(host)
         plan = plan_runtime(facts, torch=bool(conn["TORCH"]), cache_dir=self.cache_dir)
         install = None
         if not plan.current:
             what = "fogros_dist" if plan.deps_current else "fogros_dist and its dependencies"
             progress("bootstrapping", f"installing {what} into {plan.venv}")
-            install = start_install(agent, facts, plan, cache_dir=self.cache_dir, machine=host.machine)
+            install = start_install(
+                agent, facts, plan, cache_dir=self.cache_dir, machine=host.machine, cancel=cancel
+            )
         runtime_ready = threading.Event()
         if workspace is not None and conn.get("OVERLAY"):
             job = WorkspaceBuild(
@@ -201,14 +267,14 @@ class RemoteMachines:
                 sync=_sync_method(conn["SYNC"]),
             )
             with self._lock:
-                self._pushes[host.resource_id] = _Push(job, runtime_ready, progress)
+                self._pushes[host.resource_id] = _Push(job, runtime_ready, progress, cancel=cancel)
         else:
             progress("synced", "no workspace packages to push: the nodes' packages are the machine's own")
         try:
             if install is None:
                 progress("cached", f"runtime in {plan.venv} is up to date: nothing installed")
                 return
-            seconds = install.wait()
+            seconds = install.wait(cancel=cancel)
         finally:
             # The build needs the runtime's colcon where the host has none; it may go on now (or
             # find out that the install failed, which the install's own error reports).
@@ -222,17 +288,22 @@ class RemoteMachines:
         with self._lock:
             self._facts.pop(host.resource_id, None)
 
-    def wait_synced(self, host: Host) -> None:
+    def wait_synced(self, host: Host, *, cancel: CancelEvent | None = None) -> None:
         """Block until the workspace push and build that :meth:`prepare` started are done.
+
+        Args:
+            cancel: stop waiting when set (default: the event :meth:`prepare` was given).
 
         Raises:
             ProvisionError: the push or the build failed (rsync's, SFTP's or colcon's reason is
                 named).
+            Cancelled: the push or build was cancelled (it is stopped on the host).
         """
         with self._lock:
             push = self._pushes.get(host.resource_id)
+            cancel = cancel or self._cancels.get(host.resource_id)
         if push is not None:
-            push.result()
+            push.result(cancel=cancel)
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -252,6 +323,7 @@ class RemoteMachines:
             setup=_setup_files(host),
             path_prepend=_path_prepend(host),
             what=f"resolve {package}/{executable}",
+            cancel=self._cancel_of(host),
         )
         if done["code"] != 0:
             lines = [line for line in str(done["stderr"]).splitlines() if line.strip()]
@@ -269,23 +341,35 @@ class RemoteMachines:
         """Copy ``local`` to ``remote_name`` under the host's workdir (subdirectories created);
         return its path there."""
         remote = f"{host.workdir}/{remote_name}"
+        cancel = self._cancel_of(host)
         if "/" in remote_name:
             parent = remote.rsplit("/", 1)[0]
-            self.agent(host).run(["mkdir", "-p", parent], what=f"make room for {remote_name}")
+            self.agent(host).run(["mkdir", "-p", parent], what=f"make room for {remote_name}", cancel=cancel)
+        raise_if_cancelled(cancel, machine=host.machine, doing=f"uploading {local.name}")
         try:
-            self.agent(host).runner.sftp().put(str(local), remote)
+            self.agent(host).runner.sftp(cancel=cancel).put(str(local), remote)
         except OSError as err:
             msg = f"machine {host.machine!r}: cannot upload {local.name} to {remote} ({err})"
             raise ProvisionError(msg) from err
         return Path(remote)
 
     def start(
-        self, host: Host, *, role: str, name: str, argv: tuple[str, ...], env: tuple[tuple[str, str], ...]
+        self,
+        host: Host,
+        *,
+        role: str,
+        name: str,
+        argv: tuple[str, ...],
+        env: tuple[tuple[str, str], ...],
+        log_max_bytes: int = 0,
     ) -> RemoteProcess:
-        """Start a supervised process on the host with the machine's environment.
+        """Start a supervised process on the host with the machine's environment; its output is
+        rotated at ``log_max_bytes`` (0: the agent's default).
 
         Raises:
             DeploymentError: it could not be executed there.
+            Cancelled: the deployment's cancel event was set first (a process that started
+                meanwhile is recorded in the run directory, where ``terminate`` stops it).
         """
         if role == "node":
             self.wait_synced(host)
@@ -305,8 +389,10 @@ class RemoteMachines:
                 "path_prepend": _path_prepend(host),
                 "setup": _setup_files(host),
                 "argv": list(argv),
+                "log_max_bytes": log_max_bytes,
             },
             what=f"{role} {name!r}",
+            cancel=self._cancel_of(host),
         )
         record = ProcessRecord(
             role="bridge" if role == "bridge" else "node",
@@ -336,6 +422,7 @@ class RemoteMachines:
         """
         with self._lock:
             push = self._pushes.pop(host.resource_id, None)
+            self._cancels.pop(host.resource_id, None)
         if push is not None:
             # A push or build still under way (up failed, or was interrupted, before any node
             # started) is stopped, and ends before the host does.
@@ -343,7 +430,8 @@ class RemoteMachines:
             push.join()
         agent = self.agent(host)
         agent.reap(f"{host.workdir}/run", grace=2.0)
-        agent.run(["rm", "-f", f"{host.workdir}/cyclonedds.xml"], what="clean up")
+        # The deployment's key material goes with it (a new `up` makes a new CA anyway).
+        agent.run(["rm", "-rf", f"{host.workdir}/cyclonedds.xml", f"{host.workdir}/tls"], what="clean up")
         with self._lock:
             self._agents.pop(host.resource_id, None)
             self._facts.pop(host.resource_id, None)
@@ -377,50 +465,79 @@ class RemoteMachines:
             agent.close()
             agent.runner.close()
 
-    def _reprobe(self, host: Host, agent: HostAgent) -> HostFacts:
-        facts = agent.probe(workdir="", ros_setup=_connection(host)["ROS_SETUP"] or "none", bridge_port=0)
+    def _cancel_of(self, host: Host) -> CancelEvent | None:
+        with self._lock:
+            return self._cancels.get(host.resource_id)
+
+    def _reprobe(self, host: Host, agent: HostAgent, cancel: CancelEvent | None) -> HostFacts:
+        facts = agent.probe(
+            workdir="", ros_setup=_connection(host)["ROS_SETUP"] or "none", bridge_port=0, cancel=cancel
+        )
         return _with_workdir(facts, host.workdir)
 
 
 class _Push:
     """A machine's workspace on a thread of its own: push, wait for the runtime, build.
 
-    :meth:`result` waits and re-raises its error; :meth:`cancel` stops a build under way.
+    It stops when the deployment's ``cancel`` is set or when :meth:`cancel` is called (by
+    ``terminate``, after an `up` that failed for another reason: the deployment's event is not
+    the provider's to set). :meth:`result` waits and re-raises its error.
     """
 
-    def __init__(self, job: WorkspaceBuild, runtime_ready: threading.Event, progress: Progress) -> None:
+    # How long result() waits, after a cancel, for the push to stop what it started on the host.
+    _STOPPING_S = 1.5
+
+    def __init__(
+        self,
+        job: WorkspaceBuild,
+        runtime_ready: threading.Event,
+        progress: Progress,
+        *,
+        cancel: CancelEvent | None,
+    ) -> None:
         self._job = job
         self._runtime_ready = runtime_ready
         self._progress = progress
-        self._cancel = threading.Event()
+        self._stop = threading.Event()
+        self._cancel = AnyOf((self._stop,) if cancel is None else (self._stop, cancel))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="workspace-push", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        machine = self._job.machine
         try:
-            stats: SyncStats = self._job.push(self._progress)
+            stats: SyncStats = self._job.push(self._progress, cancel=self._cancel)
             packages = ", ".join(self._job.selection.names)
             self._progress("synced", f"workspace ({packages}): {stats.describe()}")
-            while not self._runtime_ready.wait(0.2):
-                if self._cancel.is_set():
-                    return
-            if not self._cancel.is_set():
-                self._job.build(self._progress, self._cancel)
+            while not self._runtime_ready.wait(CHECK_EVERY_S):
+                raise_if_cancelled(self._cancel, machine=machine, doing="waiting for the runtime to build")
+            raise_if_cancelled(self._cancel, machine=machine, doing="waiting for the runtime to build")
+            self._job.build(self._progress, self._cancel)
         except BaseException as err:  # re-raised in the caller's thread by result()
             self._error = err
 
     def cancel(self) -> None:
-        """Stop waiting, and stop the build if it runs."""
-        self._cancel.set()
+        """Stop waiting, and stop the push or the build if it runs."""
+        self._stop.set()
 
     def join(self) -> None:
         """Wait for the push to end, whatever its outcome."""
         self._thread.join()
 
-    def result(self) -> None:
-        """Wait for the push; raise what it raised."""
-        self._thread.join()
+    def result(self, *, cancel: CancelEvent | None = None) -> None:
+        """Wait for the push; raise what it raised.
+
+        Raises:
+            Cancelled: ``cancel`` was set (the push's own Cancelled once it has stopped what it
+                started, or this one if it takes longer than a moment).
+        """
+        while self._thread.is_alive():
+            self._thread.join(CHECK_EVERY_S)
+            if cancel is not None and cancel.is_set():
+                self._thread.join(self._STOPPING_S)
+                if self._thread.is_alive():
+                    raise cancelled(self._job.machine, "waiting for the workspace push and build")
         if self._error is not None:
             raise self._error
 

@@ -6,6 +6,16 @@ backoff, and only for failures that can pass (refused, timed out, no banner yet)
 key, an unknown host or a rejected key fail at once. Each failure is one line naming the stage
 (``ssh-ready``), the machine and the fix. If the connection drops, the next call reconnects.
 
+Cancellation is per call, not per runner: ``connect``, ``run``, ``open_stream``, ``sftp`` and
+``reconnect`` take ``cancel`` (an event, see :mod:`fogros_dist.remote.cancel`; None: never
+cancelled), because one runner serves both provisioning (cancellable) and the teardown that
+follows a cancel (which must not be). A connect sees a set event within ~0.2 s in every step:
+each attempt's TCP connect is our own non-blocking socket (handed to paramiko as ``sock=``), and
+a watcher closes the attempt's socket, channels and transports, which makes a blocked banner,
+handshake, authentication or jump-host channel fail at once. ``progress`` gets ``("waiting",
+"ssh <route>: attempt n of N, 14 s, connection refused")`` lines, at most one per
+:data:`~fogros_dist.remote.cancel.REPORT_EVERY_S`, from the first failure or stall on.
+
 A target behind jump hosts (ProxyJump) is reached as OpenSSH does: a connection to the first jump
 host, a ``direct-tcpip`` channel through it to the next one, which is the socket of the next
 connection, and so on; every hop's host key is checked against the same known_hosts with the same
@@ -18,16 +28,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
+import os
 import select
 import shlex
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fogros_dist.errors import ProvisionError
+from fogros_dist.errors import Cancelled, ProvisionError
+from fogros_dist.remote.cancel import CHECK_EVERY_S, REPORT_EVERY_S, CancelEvent, cancelled
 from fogros_dist.remote.hostkeys import (
     HostKey,
     add_known_host,
@@ -38,6 +53,12 @@ from fogros_dist.remote.target import SSHTarget
 
 __all__ = ["Completed", "ConnectionLost", "ForwardRefused", "RetryPolicy", "SSHRunner", "openssh_argv"]
 
+# Receives (stage, message), as a provider's progress does.
+Progress = Callable[[str, str], None]
+# paramiko's transport thread logs each failure it sees (a banner that never came, a socket closed
+# on cancel) at ERROR with a traceback; SSHRunner states every failure in one line of its own, so
+# the connections it makes log to this channel, shown only at debug verbosity (--debug).
+_PARAMIKO_LOG = "fogros_dist.remote.paramiko"
 # Keepalives let a dead peer (a cable pulled, a host gone) show up as an error within seconds
 # instead of a read that never returns.
 _KEEPALIVE_S = 5
@@ -119,6 +140,110 @@ class _HopFailed(Exception):
         self.via = via
 
 
+class _DebugOnly(logging.Filter):
+    """Lets paramiko's records through, as DEBUG, only where debug output is on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # The root logger (`--debug` sets it): asking for "fogros_dist" would create that logger,
+        # and created after ROS 2's `launch` is imported it stops propagating (see Known traps).
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger(_PARAMIKO_LOG).addFilter(_DebugOnly())
+
+
+class _Interrupted(Exception):
+    """The cancel event was set while an attempt waited (raised as Cancelled by the caller)."""
+
+
+class _WaitReport:
+    """The ``waiting`` progress lines of one connect: from the first failed (or stalled) attempt
+    on, at most one per REPORT_EVERY_S. Called from the connecting thread and its watcher."""
+
+    def __init__(self, runner: SSHRunner, progress: Progress | None) -> None:
+        self._runner = runner
+        self._progress = progress
+        self._started = time.monotonic()
+        self._last: float | None = None
+        self._lock = threading.Lock()
+        self.attempt = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens."""
+        return self._progress is not None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the connect began."""
+        return time.monotonic() - self._started
+
+    def note(self, status: str, *, failed: bool = False) -> None:
+        """Report ``status`` of the current attempt, unless a line went out too recently (or, for
+        a stall rather than a failure, before the wait has lasted REPORT_EVERY_S)."""
+        if self._progress is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            since = now - (self._started if self._last is None else self._last)
+            if since < REPORT_EVERY_S and not (failed and self._last is None):
+                return
+            self._last = now
+        runner = self._runner
+        self._progress(
+            "waiting",
+            f"ssh {runner.target.route}: attempt {self.attempt} of {runner.retry_policy.attempts}, "
+            f"{self.elapsed:.0f} s, {status}",
+        )
+
+
+class _AttemptWatch:
+    """Watches one connection attempt from a thread of its own. When ``cancel`` is set it closes
+    what the attempt opened (socket, channels, transports), so that a paramiko call blocked on
+    them (banner, handshake, authentication, a jump host's channel) fails at once; meanwhile it
+    reports the attempt's current ``step`` as a stall."""
+
+    def __init__(self, cancel: CancelEvent | None, report: _WaitReport) -> None:
+        self._cancel = cancel
+        self._report = report
+        self._closers: list[Callable[[], object]] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self.fired = False
+        self.step = ""
+
+    def __enter__(self) -> _AttemptWatch:
+        if self._cancel is not None or self._report.active:
+            threading.Thread(target=self._watch, name="ssh-connect-watch", daemon=True).start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+
+    def add(self, close: Callable[[], object]) -> None:
+        """Call ``close`` if the attempt is cancelled (at once if it already was)."""
+        with self._lock:
+            if not self.fired:
+                self._closers.append(close)
+                return
+        _quietly(close)
+
+    def _watch(self) -> None:
+        while not self._done.wait(CHECK_EVERY_S):
+            if self._cancel is not None and self._cancel.is_set():
+                with self._lock:
+                    self.fired = True
+                    closers, self._closers = self._closers, []
+                for close in reversed(closers):
+                    _quietly(close)
+                return
+            if self.step:
+                self._report.note(self.step)
+
+
 class SSHRunner:
     """A shared, self-healing SSH connection to one :class:`SSHTarget`.
 
@@ -146,29 +271,40 @@ class SSHRunner:
         return self._target
 
     @property
+    def retry_policy(self) -> RetryPolicy:
+        """How hard this runner tries to connect."""
+        return self._retry
+
+    @property
     def generation(self) -> int:
         """Increases with each new connection; pass it to :meth:`reconnect` after a failure."""
         return self._generation
 
-    def connect(self) -> None:
-        """Connect unless connected.
+    def connect(self, *, cancel: CancelEvent | None = None, progress: Progress | None = None) -> None:
+        """Connect unless connected, retrying as the RetryPolicy allows.
+
+        Args:
+            cancel: stop waiting when set (seen within ~0.2 s); None: never.
+            progress: receives ``("waiting", line)`` while attempts fail or stall (attempt n of
+                N, seconds elapsed, what the last attempt saw), at most every few seconds.
 
         Raises:
             ProvisionError: one line naming stage ``ssh-ready``, the machine and the fix.
+            Cancelled: ``cancel`` was set first.
         """
         with self._lock:
             if self._alive():
                 return
             self._close_locked()
-            self._client = self._connect_with_retries()
+            self._client = self._connect_with_retries(cancel, _WaitReport(self, progress))
             self._generation += 1
 
-    def reconnect(self, stale_generation: int) -> None:
+    def reconnect(self, stale_generation: int, *, cancel: CancelEvent | None = None) -> None:
         """Replace the connection of ``stale_generation`` (unless another thread already did)."""
         with self._lock:
             if self._generation == stale_generation or not self._alive():
                 self._close_locked()
-        self.connect()
+        self.connect(cancel=cancel)
 
     def close(self) -> None:
         """Close the connection and stop every forward (a later call connects again)."""
@@ -241,6 +377,7 @@ class SSHRunner:
         timeout: float = 120.0,
         check: bool = True,
         what: str = "",
+        cancel: CancelEvent | None = None,
     ) -> Completed:
         """Run ``argv`` on the host (quoted for its POSIX shell) and wait for it.
 
@@ -250,6 +387,8 @@ class SSHRunner:
             timeout: seconds before giving up on the command (it is then left to the host).
             check: raise if the command exits non-zero.
             what: what the command does, for the error message ("install the runtime").
+            cancel: stop waiting when set (the channel is closed; a command that ignores the
+                hang-up is left to the host); None: never.
 
         Returns:
             The exit code and the decoded output.
@@ -257,10 +396,11 @@ class SSHRunner:
         Raises:
             ProvisionError: the command failed (``check``) or timed out; the host is unreachable.
             ConnectionLost: the connection dropped while the command ran.
+            Cancelled: ``cancel`` was set first.
         """
-        channel = self._exec(argv)
+        channel = self._exec(argv, cancel=cancel)
         try:
-            out, err = self._collect(channel, stdin, timeout, argv, what)
+            out, err = self._collect(channel, stdin, timeout, argv, what=what, cancel=cancel)
             code = int(channel.recv_exit_status())
         finally:
             channel.close()
@@ -274,19 +414,23 @@ class SSHRunner:
             raise ProvisionError(msg)
         return done
 
-    def open_stream(self, argv: tuple[str, ...] | list[str], *, read_timeout: float) -> Any:
+    def open_stream(
+        self, argv: tuple[str, ...] | list[str], *, read_timeout: float, cancel: CancelEvent | None = None
+    ) -> Any:
         """Start ``argv`` and return its paramiko Channel, for reading its output as it comes.
 
-        A read that sees nothing for ``read_timeout`` seconds raises ``socket.timeout``.
+        A read that sees nothing for ``read_timeout`` seconds raises ``socket.timeout``;
+        ``cancel`` interrupts the (re)connect this may need.
         """
-        channel = self._exec(argv)
+        channel = self._exec(argv, cancel=cancel)
         channel.settimeout(read_timeout)
         return channel
 
-    def sftp(self) -> Any:
+    def sftp(self, *, cancel: CancelEvent | None = None) -> Any:
         """An SFTP client on the current connection (reopened after a reconnect), safe to share
-        between threads: its calls take turns."""
-        self.connect()
+        between threads: its calls take turns. ``cancel`` interrupts the (re)connect this may
+        need."""
+        self.connect(cancel=cancel)
         with self._lock:
             if self._sftp is None:
                 self._sftp = _TakingTurns(self._client.open_sftp())
@@ -324,65 +468,113 @@ class SSHRunner:
             client.close()
         self._jump_clients = []
 
-    def _connect_with_retries(self) -> Any:
+    def _connect_with_retries(self, cancel: CancelEvent | None, report: _WaitReport) -> Any:
         policy = self._retry
-        started = time.monotonic()
         delay = policy.first_delay_s
         last: _HopFailed | None = None
         for attempt in range(1, policy.attempts + 1):
+            report.attempt = attempt
+            self._check_cancel(cancel, report)
             try:
-                return self._connect_once()
+                client = self._connect_once(cancel, report)
+            except _Interrupted:
+                raise self._interrupted(report) from None
             except _Refused as err:
+                self._check_cancel(cancel, report)
                 raise ProvisionError(str(err)) from None
             except _HopFailed as err:
+                self._check_cancel(cancel, report)
                 last = err
+                report.note(_reason(err)[0], failed=True)
+            else:
+                if cancel is not None and cancel.is_set():
+                    client.close()
+                    self._close_jumps()
+                    raise self._interrupted(report)
+                return client
             if attempt < policy.attempts:
-                time.sleep(delay)
+                _back_off(delay, cancel, report, _reason(last)[0])
                 delay = min(delay * 2, policy.max_delay_s)
+        self._check_cancel(cancel, report)
         assert last is not None
-        msg = self._transient_message(last, policy.attempts, time.monotonic() - started)
+        msg = self._transient_message(last, policy.attempts, report.elapsed)
         raise ProvisionError(msg) from last.cause
 
-    def _connect_once(self) -> Any:
-        """Connect hop by hop; return the target's client (the jump hosts' are kept open)."""
+    def _check_cancel(self, cancel: CancelEvent | None, report: _WaitReport) -> None:
+        if cancel is not None and cancel.is_set():
+            raise self._interrupted(report)
+
+    def _interrupted(self, report: _WaitReport) -> Cancelled:
+        return cancelled(
+            self._target.machine,
+            f"connecting to {self._target.route} (ssh-ready: attempt {report.attempt} of "
+            f"{self._retry.attempts}, {report.elapsed:.1f} s)",
+        )
+
+    def _close_jumps(self) -> None:
+        for client in reversed(self._jump_clients):
+            client.close()
+        self._jump_clients = []
+
+    def _connect_once(self, cancel: CancelEvent | None, report: _WaitReport) -> Any:
+        """Connect hop by hop; return the target's client (the jump hosts' are kept open).
+
+        The first hop's TCP connection is ours (cancellable while it waits); each later hop's is
+        a ``direct-tcpip`` channel through the one before. A watcher closes all of them on cancel.
+        """
         import paramiko
 
         target = self._target
         route = [*target.jumps, target]
         clients: list[Any] = []
-        sock: Any = None
-        try:
-            for index, hop in enumerate(route):
-                clients.append(self._connect_hop(hop, sock=sock, before=route[:index]))
-                if index + 1 < len(route):
-                    following = route[index + 1]
-                    try:
-                        sock = (
-                            clients[-1]
-                            .get_transport()
-                            .open_channel(
+        with _AttemptWatch(cancel, report) as watch:
+            try:
+                first = route[0]
+                watch.step = f"no answer{_from(first, target)} yet"
+                sock: Any = _tcp_connect(first, timeout_s=self._retry.timeout_s, cancel=cancel)
+                watch.add(partial(_shut, sock))
+                for index, hop in enumerate(route):
+                    watch.step = f"SSH handshake{_with(hop, target)} under way"
+                    client = paramiko.SSHClient()
+                    clients.append(client)
+                    watch.add(client.close)
+                    self._connect_hop(client, hop, sock=sock, before=route[:index])
+                    if index + 1 < len(route):
+                        following = route[index + 1]
+                        watch.step = f"jump host {hop.where} still connecting to {following.where}"
+                        try:
+                            sock = client.get_transport().open_channel(
                                 "direct-tcpip",
                                 (following.hostname, following.port),
                                 ("127.0.0.1", 0),
                                 timeout=self._retry.timeout_s,
                             )
-                        )
-                    except (paramiko.SSHException, EOFError, OSError) as err:
-                        raise _HopFailed(following, err, via=hop) from err
-        except BaseException:
-            for client in reversed(clients):
-                client.close()
-            raise
+                        except (paramiko.SSHException, EOFError, OSError) as err:
+                            raise _HopFailed(following, err, via=hop) from err
+                        watch.add(sock.close)
+            except OSError as err:
+                # The first hop's own TCP connect (refused, timed out, unreachable).
+                for client in reversed(clients):
+                    client.close()
+                if isinstance(err, socket.gaierror):
+                    raise _Refused(_unresolved_message(target, route[0], err)) from None
+                raise _HopFailed(route[0], err) from err
+            except BaseException:
+                for client in reversed(clients):
+                    client.close()
+                if watch.fired:
+                    raise _Interrupted from None
+                raise
         self._jump_clients = clients[:-1]
         return clients[-1]
 
-    def _connect_hop(self, hop: SSHTarget, *, sock: Any, before: list[SSHTarget]) -> Any:
-        """One SSH connection to ``hop`` (over ``sock``, a channel through ``before``'s last hop)."""
+    def _connect_hop(self, client: Any, hop: SSHTarget, *, sock: Any, before: list[SSHTarget]) -> None:
+        """One SSH connection to ``hop`` over ``sock`` (our TCP socket to the first hop, else a
+        channel through ``before``'s last hop), made by ``client`` (a fresh SSHClient)."""
         import paramiko
 
         machine = self._target.machine
         kind = "host" if hop is self._target else "jump host"
-        client = paramiko.SSHClient()
         if Path(hop.known_hosts).is_file():
             try:
                 # Loaded as "system" keys: paramiko only ever writes its own (empty) set back.
@@ -391,6 +583,7 @@ class SSHRunner:
                 msg = f"ssh-ready: machine {machine!r}: cannot read {hop.known_hosts} ({err})"
                 raise _Refused(msg) from err
         client.set_missing_host_key_policy(_host_key_policy(self, hop, before=before))
+        client.set_log_channel(_PARAMIKO_LOG)
         try:
             client.connect(
                 hop.hostname,
@@ -432,12 +625,7 @@ class SSHRunner:
             raise _Refused(msg) from None
         except socket.gaierror as err:
             client.close()
-            option = "option host (or HostName in the SSH config)" if kind == "host" else "option proxy_jump"
-            msg = (
-                f"ssh-ready: machine {machine!r}: cannot resolve {kind} name {hop.hostname!r} "
-                f"({err.strerror}): check {option}"
-            )
-            raise _Refused(msg) from None
+            raise _Refused(_unresolved_message(self._target, hop, err)) from None
         except (paramiko.SSHException, EOFError, OSError) as err:
             client.close()
             raise _HopFailed(hop, err) from err
@@ -445,33 +633,10 @@ class SSHRunner:
             client.close()
             raise
         client.get_transport().set_keepalive(_KEEPALIVE_S)
-        return client
 
     def _transient_message(self, failed: _HopFailed, attempts: int, seconds: float) -> str:
         target = self._target
-        err = failed.cause
-        text = str(err)
-        codes = {getattr(e, "errno", None) for e in getattr(err, "errors", {}).values()}
-        codes.add(getattr(err, "errno", None))
-        if failed.via is not None:
-            detail = text or type(err).__name__
-            reason = f"jump host {failed.via.where} could not open a connection to it: {detail}"
-            fix = "check the address and port as the jump host sees them, and that sshd runs there"
-        elif errno.ECONNREFUSED in codes:
-            reason = "connection refused"
-            fix = "check that sshd runs on the host and the port is right (option port)"
-        elif isinstance(err, TimeoutError | socket.timeout):
-            reason = "timed out"
-            fix = "check the address and any firewall between the robot and the host"
-        elif codes & {errno.EHOSTUNREACH, errno.ENETUNREACH}:
-            reason = "host unreachable"
-            fix = "check the address and the route to the host"
-        elif "banner" in text.lower():
-            reason = "no SSH banner"
-            fix = "check that the port is sshd's (sshd may still be starting)"
-        else:
-            reason = text or type(err).__name__
-            fix = "check the host, the port and sshd's log"
+        reason, fix = _reason(failed)
         if failed.hop is not target:
             where = f"jump host {failed.hop.where} (on the way to {target.where})"
         elif target.jumps:
@@ -485,13 +650,13 @@ class SSHRunner:
 
     # -- commands --------------------------------------------------------------------------------
 
-    def _exec(self, argv: tuple[str, ...] | list[str]) -> Any:
+    def _exec(self, argv: tuple[str, ...] | list[str], *, cancel: CancelEvent | None) -> Any:
         import paramiko
 
         command = shlex.join(argv)
         # Opening a channel runs nothing yet, so it is safe to retry once on a fresh connection.
         for attempt in (1, 2):
-            self.connect()
+            self.connect(cancel=cancel)
             generation = self._generation
             try:
                 channel = self._client.get_transport().open_session(timeout=self._retry.timeout_s)
@@ -511,11 +676,18 @@ class SSHRunner:
                         f"{self._target.where} ({err}): check the host and its sshd"
                     )
                     raise ConnectionLost(msg) from err
-                self.reconnect(generation)
+                self.reconnect(generation, cancel=cancel)
         raise AssertionError("unreachable")
 
     def _collect(
-        self, channel: Any, stdin: bytes, timeout: float, argv: tuple[str, ...] | list[str], what: str
+        self,
+        channel: Any,
+        stdin: bytes,
+        timeout: float,
+        argv: tuple[str, ...] | list[str],
+        *,
+        what: str,
+        cancel: CancelEvent | None,
     ) -> tuple[str, str]:
         out = bytearray()
         err = bytearray()
@@ -543,6 +715,8 @@ class SSHRunner:
                     f"dropped during: {label}"
                 )
                 raise ConnectionLost(msg)
+            if cancel is not None and cancel.is_set():
+                raise cancelled(self._target.machine, f"running {what or shlex.join(argv)[:80]}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 label = what or shlex.join(argv)[:80]
@@ -551,8 +725,142 @@ class SSHRunner:
                     f"{self._target.hostname} within {timeout:.0f} s"
                 )
                 raise ProvisionError(msg)
-            select.select([channel], [], [], min(remaining, 1.0))
+            select.select([channel], [], [], min(remaining, 1.0 if cancel is None else CHECK_EVERY_S))
         return out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _back_off(seconds: float, cancel: CancelEvent | None, report: _WaitReport, status: str) -> None:
+    """Pause between two attempts; the status line stays live meanwhile, and Event.wait returns
+    the moment ``cancel`` is set (the caller then raises)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        step = min(left, 1.0)
+        if cancel is not None:
+            if cancel.wait(step):
+                return
+        else:
+            time.sleep(step)
+        report.note(status)
+
+
+def _tcp_connect(hop: SSHTarget, *, timeout_s: float, cancel: CancelEvent | None) -> socket.socket:
+    """A TCP connection to ``hop`` (each of its addresses in turn, ``timeout_s`` in all), made
+    non-blocking so that ``cancel`` is seen while a SYN goes unanswered.
+
+    Raises:
+        OSError: refused, unreachable (errno set), ``TimeoutError``, or ``socket.gaierror``.
+        _Interrupted: ``cancel`` was set.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: OSError | None = None
+    for family, kind, proto, _name, address in _resolve(hop.hostname, hop.port, cancel):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            code = sock.connect_ex(address)
+            while code in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+                if cancel is not None and cancel.is_set():
+                    raise _Interrupted
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                _, writable, _ = select.select([], [sock], [], min(left, CHECK_EVERY_S))
+                if writable:
+                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code == 0:
+                sock.setblocking(True)
+                return sock
+            last = OSError(code, os.strerror(code))
+        except BaseException:
+            sock.close()
+            raise
+        sock.close()
+    raise last or OSError(errno.EHOSTUNREACH, f"no address for {hop.hostname}")
+
+
+def _resolve(hostname: str, port: int, cancel: CancelEvent | None) -> list[Any]:
+    """getaddrinfo, answered at once for an address; a name is looked up on a thread of its own
+    so that a slow resolver cannot hold a cancel up."""
+    try:
+        return socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        if cancel is None:
+            return socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+    found: list[list[Any]] = []
+    failed: list[OSError] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            found.append(socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM))
+        except OSError as err:
+            failed.append(err)
+        finally:
+            done.set()
+
+    threading.Thread(target=look_up, name="ssh-resolve", daemon=True).start()
+    while not done.wait(CHECK_EVERY_S):
+        if cancel.is_set():
+            raise _Interrupted
+    if failed:
+        raise failed[0]
+    return found[0]
+
+
+def _shut(sock: socket.socket) -> None:
+    # shutdown() wakes a thread blocked on the socket; close() alone may not.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def _quietly(close: Callable[[], object]) -> None:
+    # Closing what another thread uses may raise anything paramiko or the socket layer raises.
+    with contextlib.suppress(Exception):
+        close()
+
+
+def _from(hop: SSHTarget, target: SSHTarget) -> str:
+    """`` from jump host u@h:p`` (or `` from u@h:p`` behind jumps), "" for a direct target."""
+    if hop is not target:
+        return f" from jump host {hop.where}"
+    return f" from {hop.where}" if target.jumps else ""
+
+
+def _with(hop: SSHTarget, target: SSHTarget) -> str:
+    if hop is not target:
+        return f" with jump host {hop.where}"
+    return f" with {hop.where}" if target.jumps else ""
+
+
+def _reason(failed: _HopFailed) -> tuple[str, str]:
+    """(what went wrong, the fix) of a failure that may pass."""
+    err = failed.cause
+    text = str(err)
+    codes = {getattr(e, "errno", None) for e in getattr(err, "errors", {}).values()}
+    codes.add(getattr(err, "errno", None))
+    if failed.via is not None:
+        detail = text or type(err).__name__
+        reason = f"jump host {failed.via.where} could not open a connection to it: {detail}"
+        return reason, "check the address and port as the jump host sees them, and that sshd runs there"
+    if errno.ECONNREFUSED in codes:
+        return "connection refused", "check that sshd runs on the host and the port is right (option port)"
+    if isinstance(err, TimeoutError | socket.timeout):
+        return "timed out", "check the address and any firewall between the robot and the host"
+    if codes & {errno.EHOSTUNREACH, errno.ENETUNREACH}:
+        return "host unreachable", "check the address and the route to the host"
+    if "banner" in text.lower():
+        return "no SSH banner", "check that the port is sshd's (sshd may still be starting)"
+    return text or type(err).__name__, "check the host, the port and sshd's log"
+
+
+def _unresolved_message(target: SSHTarget, hop: SSHTarget, err: socket.gaierror) -> str:
+    kind = "host" if hop is target else "jump host"
+    option = "option host (or HostName in the SSH config)" if kind == "host" else "option proxy_jump"
+    return (
+        f"ssh-ready: machine {target.machine!r}: cannot resolve {kind} name {hop.hostname!r} "
+        f"({err.strerror}): check {option}"
+    )
 
 
 def _host_key_policy(runner: SSHRunner, hop: SSHTarget, *, before: list[SSHTarget]) -> Any:

@@ -5,7 +5,9 @@ in one round trip). A file travels when it is new or its size differs. When only
 differs, both sides hash it and it travels only if the contents differ (otherwise just its mtime
 is set). Each upload goes to a temporary name and is renamed into place, so a reader never sees
 half a file; it then gets the robot's mode and mtime, so the next comparison matches. What the
-host has and the robot does not is deleted, except excluded paths.
+host has and the robot does not is deleted, except excluded paths. ``cancel`` is checked before
+each file and between the chunks of one (paramiko's transfer callback): a cancelled push leaves
+at most one ``.fogros-partial`` file, which the next push removes.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fogros_dist.errors import ProvisionError
+from fogros_dist.errors import Cancelled, ProvisionError
 from fogros_dist.remote.agent import HostAgent
+from fogros_dist.remote.cancel import CancelEvent, cancelled
 from fogros_dist.remote.host_agent import entries
 from fogros_dist.remote.sync import SyncStats
 
@@ -59,6 +62,7 @@ def sftp_push(
     excludes: tuple[str, ...],
     delete: bool,
     includes: tuple[str, ...] | None = None,
+    cancel: CancelEvent | None = None,
 ) -> SyncStats:
     """Push ``local`` to ``remote`` over SFTP, sending only changed files; see the module doc.
 
@@ -66,10 +70,13 @@ def sftp_push(
 
     Raises:
         ProvisionError: an SFTP operation failed (the path and the reason are named).
+        Cancelled: ``cancel`` was set first.
     """
     started = time.monotonic()
+    target = agent.runner.target
     mine = local_manifest(local, excludes, includes)
-    theirs = {rel: Entry.from_wire(raw) for rel, raw in agent.manifest(remote, excludes=excludes).items()}
+    listed = agent.manifest(remote, excludes=excludes, cancel=cancel)
+    theirs = {rel: Entry.from_wire(raw) for rel, raw in listed.items()}
     send: list[str] = []
     maybe: list[str] = []
     for rel, entry in mine.items():
@@ -82,7 +89,7 @@ def sftp_push(
             maybe.append(rel)
     touch: list[str] = []
     if maybe:
-        remote_hashes = agent.hashes(remote, maybe)
+        remote_hashes = agent.hashes(remote, maybe, cancel=cancel)
         for rel in maybe:
             (send if remote_hashes.get(rel) != _sha256(local / rel) else touch).append(rel)
     doomed = sorted(
@@ -94,12 +101,16 @@ def sftp_push(
         key=lambda rel: rel.count("/"),
         reverse=True,
     )
-    sftp = agent.runner.sftp()
+    sftp = agent.runner.sftp(cancel=cancel)
     base = PurePosixPath(remote)
     deleted = 0
     sent_bytes = 0
+    check = _Checkpoint(
+        cancel, machine=target.machine, doing=f"pushing {local} to {target.hostname}:{remote}"
+    )
     try:
         for rel in doomed:
+            check()
             deleted += _remove(sftp, str(base / rel), theirs[rel].kind)
         for rel in sorted(r for r, e in mine.items() if e.kind == "d"):
             other = theirs.get(rel)
@@ -115,11 +126,16 @@ def sftp_push(
                     sftp.remove(str(base / rel))
                 sftp.symlink(mine[rel].link, str(base / rel))
         for rel in send:
-            sent_bytes += _upload(sftp, local / rel, str(base / rel), mine[rel])
+            check()
+            sent_bytes += _upload(sftp, local / rel, str(base / rel), mine[rel], check)
         for rel in touch:
+            check()
             sftp.utime(str(base / rel), (mine[rel].mtime, mine[rel].mtime))
+    except _Stop:
+        raise check.error() from None
     except OSError as err:
-        target = agent.runner.target
+        if check.stopped:
+            raise check.error() from None
         msg = (
             f"machine {target.machine!r}: SFTP push of {local} to {target.hostname}:{remote} failed "
             f"({err}): check the disk and permissions there"
@@ -135,10 +151,33 @@ def sftp_push(
     )
 
 
-def _upload(sftp: Any, source: Path, destination: str, entry: Entry) -> int:
+class _Stop(Exception):
+    """Raised inside paramiko's transfer callback to abandon an upload on cancel."""
+
+
+class _Checkpoint:
+    """Called between steps (and by paramiko between chunks): raises _Stop once ``cancel`` is set."""
+
+    def __init__(self, cancel: CancelEvent | None, *, machine: str, doing: str) -> None:
+        self._cancel = cancel
+        self._machine = machine
+        self._doing = doing
+        self.stopped = False
+
+    def __call__(self, *_progress: int) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            self.stopped = True
+            raise _Stop
+
+    def error(self) -> Cancelled:
+        """The Cancelled to raise."""
+        return cancelled(self._machine, self._doing)
+
+
+def _upload(sftp: Any, source: Path, destination: str, entry: Entry, check: _Checkpoint) -> int:
     partial = f"{destination}.fogros-partial"
     with source.open("rb") as handle:
-        attrs = sftp.putfo(handle, partial, file_size=entry.size, confirm=False)
+        attrs = sftp.putfo(handle, partial, file_size=entry.size, callback=check, confirm=False)
     del attrs
     sftp.chmod(partial, entry.mode)
     sftp.utime(partial, (entry.mtime, entry.mtime))

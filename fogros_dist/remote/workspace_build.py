@@ -14,7 +14,10 @@ cannot import). It is skipped when the host's stamp holds the same key: the same
 sizes, mtimes, modes, as rsync compares them), package list and build settings. Its output is
 followed live and turned into progress: ``building <pkg> (n/m)``, then ``built`` or
 ``build cached``. A failure is one line naming the package and the machine, with the last lines
-of that package's output and the path of its full log on the host.
+of that package's output and the path of its full log on the host. Push and build take the
+deployment's ``cancel``: a cancelled build is stopped on the host (its whole process group, colcon
+and the compilers under it) before Cancelled is raised, and nothing is stamped, so the next `up`
+builds again.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from fogros_dist.errors import ProvisionError
+from fogros_dist.errors import Cancelled, FogError, ProvisionError
 from fogros_dist.remote.agent import HostAgent, HostFacts
+from fogros_dist.remote.cancel import CHECK_EVERY_S, CancelEvent, cancelled, raise_if_cancelled
 from fogros_dist.remote.host_agent import tree_digest
 from fogros_dist.remote.sync import DEFAULT_EXCLUDES, SyncMethod, SyncStats, push_directory
 from fogros_dist.workspace.selection import WorkspaceSelection
@@ -49,6 +52,8 @@ BUILD_TIMEOUT_S = 3600.0
 CMAKE_ARGS: tuple[str, ...] = ("-DBUILD_TESTING=OFF",)
 # A hyphen cannot appear in a ROS node name, so no node of the deployment can collide with it.
 _BUILD_NAME = "fogros-build"
+# A stopped build gets this long to exit on SIGTERM before SIGKILL (a cancel must land within 2 s).
+_STOP_GRACE_S = 0.5
 # Bump when what the key covers changes meaning, so old stamps are not trusted.
 _KEY_LAYOUT = "build-1"
 _STARTING = re.compile(r"^Starting >>> (\S+)")
@@ -133,12 +138,13 @@ class WorkspaceBuild:
     env: dict[str, str]
     sync: SyncMethod
 
-    def push(self, progress: Progress) -> SyncStats:
+    def push(self, progress: Progress, *, cancel: CancelEvent | None = None) -> SyncStats:
         """Push the selected packages to ``<workspace>/sources`` (only what changed); the host
         keeps exactly those packages there.
 
         Raises:
             ProvisionError: the transfer failed.
+            Cancelled: ``cancel`` was set first (rsync stopped, or SFTP between two chunks).
         """
         return push_directory(
             self.agent,
@@ -148,9 +154,10 @@ class WorkspaceBuild:
             method=self.sync,
             includes=self.selection.paths,
             progress=lambda line: progress("syncing", f"workspace {line}"),
+            cancel=cancel,
         )
 
-    def build(self, progress: Progress, cancel: threading.Event) -> float:
+    def build(self, progress: Progress, cancel: CancelEvent | None = None) -> float:
         """Build on the host (or find it built); return the seconds it took.
 
         Reports ``building <pkg> (n/m)`` as colcon starts each package, ``rosdep`` lines, then
@@ -158,7 +165,8 @@ class WorkspaceBuild:
 
         Raises:
             ProvisionError: the build failed (package, machine, its last lines and the log are
-                named), timed out, or was cancelled.
+                named) or timed out.
+            Cancelled: ``cancel`` was set first; the build is gone from the host.
         """
         started = time.monotonic()
         names = self.selection.names
@@ -174,7 +182,27 @@ class WorkspaceBuild:
             "cmake_args": list(CMAKE_ARGS),
         }
         rundir = f"{self.host_workdir}/run"
-        found = self.agent.start(
+        raise_if_cancelled(cancel, machine=self.machine, doing="starting the workspace build")
+        try:
+            found = self._start(rundir, spec, cancel)
+        except FogError as err:
+            if cancel is not None and cancel.is_set():
+                # The build may have started before the answer was abandoned.
+                raise self._interrupt(rundir) from err
+            raise
+        watcher = ColconProgress(packages=names, progress=progress)
+        self._follow(rundir, found, watcher, cancel)
+        seconds = time.monotonic() - started
+        if watcher.outcome == "cached":
+            progress("build cached", f"{len(names)} package(s) unchanged: nothing built ({seconds:.1f} s)")
+        elif watcher.outcome == "built":
+            progress("built", f"{len(names)} package(s) ({', '.join(names)}) in {seconds:.1f} s")
+        else:
+            raise ProvisionError(self._failure(watcher, str(found["stdout"])))
+        return seconds
+
+    def _start(self, rundir: str, spec: dict[str, object], cancel: CancelEvent | None) -> dict[str, object]:
+        return self.agent.start(
             {
                 "name": _BUILD_NAME,
                 "rundir": rundir,
@@ -193,20 +221,21 @@ class WorkspaceBuild:
                 ],
             },
             what="the workspace build",
+            cancel=cancel,
         )
-        watcher = ColconProgress(packages=names, progress=progress)
-        self._follow(rundir, found, watcher, cancel)
-        seconds = time.monotonic() - started
-        if watcher.outcome == "cached":
-            progress("build cached", f"{len(names)} package(s) unchanged: nothing built ({seconds:.1f} s)")
-        elif watcher.outcome == "built":
-            progress("built", f"{len(names)} package(s) ({', '.join(names)}) in {seconds:.1f} s")
-        else:
-            raise ProvisionError(self._failure(watcher, str(found["stdout"])))
-        return seconds
+
+    def _interrupt(self, rundir: str) -> Cancelled:
+        """Stop the build on the host; the Cancelled that says so."""
+        try:
+            self.agent.stop(rundir, _BUILD_NAME, grace=_STOP_GRACE_S)
+        except FogError as err:
+            return cancelled(
+                self.machine, f"building the workspace (it could not be stopped on the host: {err})"
+            )
+        return cancelled(self.machine, "building the workspace (stopped on the host)")
 
     def _follow(
-        self, rundir: str, found: dict[str, object], watcher: ColconProgress, cancel: threading.Event
+        self, rundir: str, found: dict[str, object], watcher: ColconProgress, cancel: CancelEvent | None
     ) -> None:
         def frame(text: str) -> None:
             # colcon writes "Failed <<< pkg" to stderr, the rest to stdout: both are read.
@@ -220,26 +249,31 @@ class WorkspaceBuild:
             "from_out": 0,
             "from_err": 0,
         }
-        stream = self.agent.stream("follow", args, frame)
+        try:
+            stream = self.agent.stream("follow", args, frame, cancel=cancel)
+        except FogError as err:
+            if cancel is not None and cancel.is_set():
+                raise self._interrupt(rundir) from err
+            raise
         deadline = time.monotonic() + BUILD_TIMEOUT_S
         while True:
             # The answer comes once the build has ended and all its output has been sent.
-            answer = stream.wait(0.5)
+            answer = stream.wait(CHECK_EVERY_S)
             if answer is not None:
                 if not watcher.outcome:
                     watcher.outcome = "failed"
                     watcher.reason = f"the build process exited with code {answer.get('code')}"
                 return
-            if cancel.is_set() or time.monotonic() > deadline:
+            if cancel is not None and cancel.is_set():
+                stream.cancel()
+                raise self._interrupt(rundir)
+            if time.monotonic() > deadline:
                 stream.cancel()
                 self.agent.stop(rundir, _BUILD_NAME, grace=2.0)
-                if cancel.is_set():
-                    msg = f"machine {self.machine!r}: the workspace build was interrupted"
-                else:
-                    msg = (
-                        f"machine {self.machine!r}: the workspace build did not finish within "
-                        f"{BUILD_TIMEOUT_S:.0f} s: see {found['stdout']} on the host"
-                    )
+                msg = (
+                    f"machine {self.machine!r}: the workspace build did not finish within "
+                    f"{BUILD_TIMEOUT_S:.0f} s: see {found['stdout']} on the host"
+                )
                 raise ProvisionError(msg)
 
     def _failure(self, watcher: ColconProgress, build_log: str) -> str:

@@ -46,6 +46,13 @@ def test_missing_executable_is_named_and_everything_is_torn_down(fogros: Run, tm
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "executable 'edge_detektor' not found in package 'fogros_dist'" in result.stderr
+    # The failed deployment is released, and its record says why until `down` forgets it.
+    rows = json.loads(fogros("list", "--json").stdout)
+    assert [(r["name"], r["machines"]) for r in rows] == [("t1", [])]
+    assert rows[0]["status"].startswith("failed: ")
+    assert "executable 'edge_detektor' not found" in rows[0]["status"]
+    down = fogros("down", "t1")
+    assert down.returncode == 0, down.stderr
     assert json.loads(fogros("list", "--json").stdout) == []
 
 

@@ -36,8 +36,10 @@ def test_detached_up_list_logs_down(fogros: Run, cli_env: dict[str, str], tmp_pa
         assert rows[0]["machines"] == ["gpu:local@127.0.0.1"]
         assert rows[0]["nodes"] == ["edges@gpu"]
         human = fogros("list").stdout
-        header = ["NAME", "STATUS", "MACHINES", "GPUS", "NODES", "UPTIME", "COST"]
+        header = ["NAME", "STATUS", "MACHINES", "LINK", "GPUS", "NODES", "UPTIME", "COST"]
         assert human.splitlines()[0].split() == header
+        # The robot bridge's view of the machine's link.
+        _wait_for(lambda: json.loads(fogros("list", "--json").stdout)[0]["link"] == {"gpu": "up"})
         state = _state(cli_env, "life")
         records = state.processes  # type: ignore[attr-defined]
         assert {r.role for r in records} == {"node", "bridge"}
@@ -65,7 +67,7 @@ def test_down_after_the_supervisor_was_killed(fogros: Run, cli_env: dict[str, st
     # Its nodes and bridges run on, orphaned; `list` says so.
     assert all(process_alive(r) for r in records)
     rows = json.loads(fogros("list", "--json").stdout)
-    assert rows[0]["status"] == "running (orphaned)"
+    assert rows[0]["status"] == "running (orphaned: its supervisor is gone)"
     down = fogros("down", "crash")
     assert down.returncode == 0, down.stderr
     assert not any(process_alive(r) for r in records)

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from e2e_helpers import assert_failed_and_released
 
 from fogros_dist.deploy.engine import Deployment, Stage
 from fogros_dist.deploy.state import StateStore
@@ -63,9 +64,18 @@ def test_node_exit_code_and_stderr_tail_are_reported(
     assert exited == ["node 'n1' on machine 'gpu' exited with code 3"]
     assert [s.message for s in stages if s.stage == "stderr"] == ["fatal: no camera calibration"]
     assert "[gpu/n1/stdout] starting" in lines
-    assert {e.name for e in report.exits} == {"n1", "bridge", "robot-bridge"}
+    # The node's exit was recorded when it happened; the teardown stopped the rest.
+    assert {e.name for e in report.exits} == {"bridge", "robot-bridge"}
     assert report.terminated_hosts == ("gpu",)
-    assert StateStore(tmp_path / "home").names() == []
+    assert report.failure == "node 'n1' on machine 'gpu' exited with code 3: fatal: no camera calibration"
+    store = StateStore(tmp_path / "home")
+    assert_failed_and_released(store, "crash", "exited with code 3: fatal: no camera calibration")
+    assert [(e.name, e.exit_code) for e in store.load("crash").exits] == [
+        ("n1", 3),
+        # Bridges end cleanly on SIGTERM.
+        ("bridge", 0),
+        ("robot-bridge", 0),
+    ]
 
 
 def test_state_is_recorded_before_each_step(tmp_path: Path, robot_domain: int) -> None:

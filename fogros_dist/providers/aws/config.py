@@ -8,9 +8,11 @@ machine is created, in :mod:`fogros_dist.providers.aws.ec2`.
 from __future__ import annotations
 
 import difflib
+import getpass
 import ipaddress
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ __all__ = [
     "OPTIONS",
     "UBUNTU_RELEASES",
     "AwsOptions",
+    "caller_owner",
     "config_dir",
     "discover_public_cidr",
     "key_paths",
@@ -270,6 +273,19 @@ def config_dir() -> Path:
     """The user's fogros_dist config directory: $XDG_CONFIG_HOME/fogros_dist (~/.config/...)."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "fogros_dist"
+
+
+def caller_owner() -> str:
+    """Who is asking, as the ``fogros_dist:owner`` tag records it: ``user@robot-hostname``.
+
+    Every resource this user on this robot creates carries it, and `down --all --region R`
+    removes only resources carrying it unless told ``--any-owner``.
+    """
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
 
 
 def key_paths(*, deployment: str, machine: str) -> tuple[Path, Path]:

@@ -4,28 +4,34 @@ Every AWS error is translated here, at the boundary, into one line that names th
 machine, the bad value and the fix (``raise ProvisionError(msg) from err``). boto3 is imported
 only when an :class:`Ec2` is made, so importing this module needs no AWS SDK.
 
-Everything fogros_dist creates carries the tags in :data:`TAG_KEYS`, so `down` and
-`down --all --region R` find it again, even with no local state.
+Everything fogros_dist creates carries the tags in :data:`TAG_KEYS`, set by the very request that
+creates it (TagSpecifications: a process killed between two calls leaves nothing untagged), so
+`down`, the provider's ``reclaim`` and `down --all --region R` find it again with no local state
+(:meth:`Ec2.tagged`). Waits go through :mod:`~fogros_dist.providers.aws.waits` (cancellable).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import difflib
 import functools
+import hashlib
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fogros_dist.errors import ConfigError, MissingDependency, ProvisionError
+from fogros_dist.providers.aws.waits import Wait
 
 __all__ = [
     "LIVE_STATES",
     "NOT_GONE_STATES",
+    "RESOURCE_KINDS",
     "TAG_CREATED",
     "TAG_DEPLOYMENT",
     "TAG_HOSTKEY",
@@ -38,9 +44,11 @@ __all__ = [
     "ImageInfo",
     "Instance",
     "InstanceTypeInfo",
-    "SweepReport",
+    "Tagged",
     "check_region",
+    "client_token",
     "resource_name",
+    "tag_filters",
     "translate_error",
 ]
 
@@ -59,6 +67,9 @@ LIVE_STATES = ("pending", "running")
 # Every state but "terminated": what `down --all` still has to end.
 NOT_GONE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 WAIT_TIMEOUT_S = 600.0
+# What fogros_dist creates in a region, in the order it is released in: nothing may launch again,
+# instances hold their security group and volumes, and a volume is free once its instance is gone.
+RESOURCE_KINDS = ("spot request", "instance", "security group", "key pair", "volume")
 
 Progress = Callable[[str, str], None]
 
@@ -66,6 +77,20 @@ Progress = Callable[[str, str], None]
 def resource_name(*, deployment: str, machine: str) -> str:
     """The name of a machine's key pair and security group (and its Name tag)."""
     return f"fogros_dist-{deployment}-{machine}"
+
+
+def client_token(*, deployment: str, machine: str, created_at: float) -> str:
+    """RunInstances' idempotency token for one machine of one deployment record.
+
+    The same for every retry within that record's life (a retried request returns the instance
+    the first one launched instead of launching a second); a new record of the same name gets a
+    new one (EC2 keeps a token bound to its instance, terminated or not, for a while). With
+    ``created_at`` unknown (0) it is random: no idempotency, but never an old instance.
+    """
+    if not created_at:
+        return f"fogros-{uuid.uuid4().hex}"
+    digest = hashlib.sha256(f"{deployment}\0{machine}\0{created_at!r}".encode()).hexdigest()
+    return f"fogros-{digest[:40]}"  # EC2 allows 64 ASCII characters
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,16 +145,33 @@ class Instance:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SweepReport:
-    """What `down --all --region R` removed in one region."""
+class Tagged:
+    """One fogros_dist-tagged resource: an instance, spot request, security group, key pair or volume."""
 
-    region: str
-    instances: tuple[str, ...]
-    security_groups: tuple[str, ...]
-    key_pairs: tuple[str, ...]
-    volumes: tuple[str, ...]
-    spot_requests: tuple[str, ...]
-    errors: tuple[str, ...]
+    kind: str
+    resource_id: str
+    # The security group's name, the instance's type, the volume's size ("" where none).
+    name: str = ""
+    state: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def tag(self, key: str) -> str:
+        """The value of tag ``key``, or ''."""
+        return dict(self.tags).get(key, "")
+
+    def describe(self) -> str:
+        """E.g. ``instance i-0abc (t3.micro, running)``, ``security group sg-1 (fogros_dist-d-m)``."""
+        details = [part for part in (self.name if self.name != self.resource_id else "", self.state) if part]
+        return f"{self.kind} {self.resource_id}" + (f" ({', '.join(details)})" if details else "")
+
+
+def tag_filters(*, deployment: str = "", machine: str = "", owner: str = "") -> list[dict[str, Any]]:
+    """EC2 filters for fogros_dist resources of ``deployment``/``machine``/``owner`` ('' = any)."""
+    filters = [{"Name": "tag-key", "Values": [TAG_DEPLOYMENT]}]
+    for key, value in ((TAG_DEPLOYMENT, deployment), (TAG_MACHINE, machine), (TAG_OWNER, owner)):
+        if value:
+            filters.append({"Name": f"tag:{key}", "Values": [value]})
+    return filters
 
 
 def _boto() -> tuple[Any, Any]:
@@ -586,7 +628,8 @@ class Ec2:
         self, group_id: str, *, stage: str = "terminating", timeout: float = 300.0
     ) -> None:
         """Delete a security group, waiting out DependencyViolation while instances detach."""
-        for _ in _polls(timeout):
+        wait = Wait(machine=self.machine, what=f"security group {group_id} to be free", timeout_s=timeout)
+        for _ in wait.attempts():
             try:
                 self.client.delete_security_group(GroupId=group_id)
             except self._errors.ClientError as err:
@@ -615,13 +658,10 @@ class Ec2:
         stage: str = "requesting",
     ) -> list[Instance]:
         """Instances tagged for ``deployment``/``machine`` (any fogros_dist instance if both are '')."""
-        filters = [{"Name": "instance-state-name", "Values": list(states)}]
-        if deployment:
-            filters.append({"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [deployment]})
-        else:
-            filters.append({"Name": "tag-key", "Values": [TAG_DEPLOYMENT]})
-        if machine:
-            filters.append({"Name": f"tag:{TAG_MACHINE}", "Values": [machine]})
+        filters = [
+            {"Name": "instance-state-name", "Values": list(states)},
+            *tag_filters(deployment=deployment, machine=machine),
+        ]
         reservations = self._pages(stage, "describe_instances", "Reservations", Filters=filters)
         found = [_instance(item) for reservation in reservations for item in reservation.get("Instances", [])]
         return sorted(found, key=lambda instance: instance.launch_time)
@@ -651,9 +691,16 @@ class Ec2:
         disk_gb: int,
         spot: bool,
         tags: dict[str, str],
+        token: str,
         stage: str = "requesting",
     ) -> Instance:
-        """Launch one instance that terminates itself when it powers off (the dead-man switch)."""
+        """Launch one instance that terminates itself when it powers off (the dead-man switch).
+
+        ``token`` (:func:`client_token`) makes the request idempotent: botocore's own retries of a
+        request whose answer was lost, and any later retry with the same token, return the instance
+        the first launched. The instance, its volume and its spot request are tagged by the same
+        request, so no moment exists in which one of them is untagged.
+        """
         if disk_gb < image.root_size_gb:
             msg = (
                 f"aws machine {self.machine!r}, stage {stage}: disk_gb {disk_gb} is smaller than the "
@@ -689,6 +736,7 @@ class Ec2:
             ],
             TagSpecifications=resource_tags,
             MetadataOptions={"HttpTokens": "required"},
+            ClientToken=token,
             **kwargs,
         )
         return _instance(reply["Instances"][0])
@@ -700,15 +748,27 @@ class Ec2:
         want: str,
         stage: str,
         timeout: float = WAIT_TIMEOUT_S,
-        on_change: Callable[[Instance], None] | None = None,
+        cancel: threading.Event | None = None,
+        progress: Progress | None = None,
     ) -> Instance:
-        """Poll until the instance is in state ``want``; report each state change."""
+        """Poll until the instance is in state ``want``, showing each wait as stage ``waiting``.
+
+        Raises:
+            Cancelled: ``cancel`` was set (noticed within a second).
+            ProvisionError: it went elsewhere, or was still not there after ``timeout`` seconds.
+        """
         seen = ""
-        for _ in _polls(timeout):
+        wait = Wait(
+            machine=self.machine,
+            what=f"instance {instance_id} to be {want}",
+            timeout_s=timeout,
+            cancel=cancel,
+            progress=progress,
+        )
+        for _ in wait.attempts():
             instance = self.describe_instance(instance_id, stage=stage)
-            if instance.state != seen and on_change is not None:
-                on_change(instance)
             seen = instance.state
+            wait.status(seen)
             if instance.state == want:
                 return instance
             if want != "terminated" and instance.state in ("shutting-down", "terminated", "stopped"):
@@ -743,6 +803,8 @@ class Ec2:
         reboot: bool = False,
         stage: str = "imaging",
         timeout: float = 3600.0,
+        cancel: threading.Event | None = None,
+        progress: Progress | None = None,
     ) -> str:
         """Make an AMI of a running instance, wait until it is available, return its id.
 
@@ -761,9 +823,18 @@ class Ec2:
             )["ImageId"]
         )
         state = ""
-        for _ in _polls(timeout, longest=15.0):
+        wait = Wait(
+            machine=self.machine,
+            what=f"image {image_id} to be available",
+            timeout_s=timeout,
+            cancel=cancel,
+            progress=progress,
+            longest_s=15.0,
+        )
+        for _ in wait.attempts():
             images = self.call(stage, "describe_images", ImageIds=[image_id]).get("Images", [])
             state = str(images[0].get("State", "")) if images else "missing"
+            wait.status(state)
             if state == "available":
                 # Its snapshots are billed too: tag them, so they are found by the same tags.
                 snapshots = [
@@ -790,91 +861,100 @@ class Ec2:
 
     # -- everything tagged -------------------------------------------------------------------------
 
-    def sweep(self, *, on_removed: Callable[[str, str], None] | None = None) -> SweepReport:
-        """Remove every fogros_dist-tagged instance, spot request, security group, key pair and
-        loose volume in this region, whatever deployment made it (`down --all --region R`)."""
-        stage = "sweeping"
-        tagged = [{"Name": "tag-key", "Values": [TAG_DEPLOYMENT]}]
-        removed = on_removed or (lambda _kind, _name: None)
-        errors: list[str] = []
-        instances = self.find_instances(states=NOT_GONE_STATES, stage=stage)
-        with _collect(errors):
-            self.terminate([i.instance_id for i in instances], stage=stage)
-            for instance in instances:
-                removed("instance", instance.instance_id)
+    def tagged(
+        self, filters: Sequence[dict[str, Any]], *, stage: str, kinds: Collection[str] = RESOURCE_KINDS
+    ) -> list[Tagged]:
+        """Every resource of ``kinds`` matching ``filters`` (see :func:`tag_filters`) that still
+        exists or still bills: open or active spot requests, instances not yet terminated,
+        security groups, key pairs and volumes."""
+        found: list[Tagged] = []
+        if "spot request" in kinds:
+            found += self._spot_requests(filters, stage=stage)
+        if "instance" in kinds:
+            found += self._instances(filters, stage=stage)
+        if "security group" in kinds:
+            groups = self.call(stage, "describe_security_groups", Filters=list(filters)).get(
+                "SecurityGroups", []
+            )
+            found += [
+                Tagged(
+                    kind="security group",
+                    resource_id=str(g["GroupId"]),
+                    name=str(g.get("GroupName", "")),
+                    tags=_tags_of(g),
+                )
+                for g in groups
+            ]
+        if "key pair" in kinds:
+            keys = self.call(stage, "describe_key_pairs", Filters=list(filters)).get("KeyPairs", [])
+            found += [Tagged(kind="key pair", resource_id=str(k["KeyName"]), tags=_tags_of(k)) for k in keys]
+        if "volume" in kinds:
+            volumes = self._pages(stage, "describe_volumes", "Volumes", Filters=list(filters))
+            found += [
+                Tagged(
+                    kind="volume",
+                    resource_id=str(v["VolumeId"]),
+                    name=f"{v.get('Size', '?')} GiB",
+                    state=str(v.get("State", "")),
+                    tags=_tags_of(v),
+                )
+                for v in volumes
+            ]
+        return found
+
+    def _spot_requests(self, filters: Sequence[dict[str, Any]], *, stage: str) -> list[Tagged]:
         requests = self.call(
             stage,
             "describe_spot_instance_requests",
-            Filters=[*tagged, {"Name": "state", "Values": ["open", "active"]}],
+            Filters=[*filters, {"Name": "state", "Values": ["open", "active"]}],
         ).get("SpotInstanceRequests", [])
-        request_ids = [str(r["SpotInstanceRequestId"]) for r in requests]
-        if request_ids:
-            with _collect(errors):
-                self.call(stage, "cancel_spot_instance_requests", SpotInstanceRequestIds=request_ids)
-                for request_id in request_ids:
-                    removed("spot request", request_id)
-        groups = self.call(stage, "describe_security_groups", Filters=tagged).get("SecurityGroups", [])
-        for group in groups:
-            with _collect(errors):
-                self.delete_security_group(str(group["GroupId"]), stage=stage)
-                removed("security group", f"{group['GroupId']} ({group.get('GroupName', '')})")
-        keys = self.call(stage, "describe_key_pairs", Filters=tagged).get("KeyPairs", [])
-        for key in keys:
-            with _collect(errors):
-                self.delete_key_pair(str(key["KeyName"]), stage=stage)
-                removed("key pair", str(key["KeyName"]))
-        volumes = self.call(
-            stage, "describe_volumes", Filters=[*tagged, {"Name": "status", "Values": ["available"]}]
-        ).get("Volumes", [])
-        for volume in volumes:
-            with _collect(errors):
-                self.call(stage, "delete_volume", VolumeId=volume["VolumeId"])
-                removed("volume", str(volume["VolumeId"]))
-        return SweepReport(
-            region=self.region,
-            instances=tuple(i.instance_id for i in instances),
-            security_groups=tuple(str(g["GroupId"]) for g in groups),
-            key_pairs=tuple(str(k["KeyName"]) for k in keys),
-            volumes=tuple(str(v["VolumeId"]) for v in volumes),
-            spot_requests=tuple(request_ids),
-            errors=tuple(errors),
-        )
+        return [
+            Tagged(
+                kind="spot request",
+                resource_id=str(r["SpotInstanceRequestId"]),
+                state=str(r.get("State", "")),
+                tags=_tags_of(r),
+            )
+            for r in requests
+        ]
 
-    def tagged_key_pairs(self, *, stage: str = "sweeping") -> list[tuple[str, dict[str, str]]]:
-        """Every fogros_dist key pair in the region: (name, tags)."""
-        keys = self.call(
-            stage, "describe_key_pairs", Filters=[{"Name": "tag-key", "Values": [TAG_DEPLOYMENT]}]
+    def _instances(self, filters: Sequence[dict[str, Any]], *, stage: str) -> list[Tagged]:
+        reservations = self._pages(
+            stage,
+            "describe_instances",
+            "Reservations",
+            Filters=[*filters, {"Name": "instance-state-name", "Values": list(NOT_GONE_STATES)}],
+        )
+        instances = sorted(
+            (_instance(i) for r in reservations for i in r.get("Instances", [])), key=lambda i: i.launch_time
         )
         return [
-            (str(k["KeyName"]), {str(t["Key"]): str(t["Value"]) for t in k.get("Tags", [])})
-            for k in keys.get("KeyPairs", [])
+            Tagged(
+                kind="instance", resource_id=i.instance_id, name=i.instance_type, state=i.state, tags=i.tags
+            )
+            for i in instances
         ]
+
+    def cancel_spot_requests(self, request_ids: Sequence[str], *, stage: str = "terminating") -> None:
+        """Cancel spot requests so that none launches an instance again."""
+        if request_ids:
+            self.call(stage, "cancel_spot_instance_requests", SpotInstanceRequestIds=list(request_ids))
+
+    def delete_volume(self, volume_id: str, *, stage: str = "terminating") -> None:
+        """Delete a volume (no error if it is already gone)."""
+        try:
+            self.client.delete_volume(VolumeId=volume_id)
+        except self._errors.ClientError as err:
+            if err.response.get("Error", {}).get("Code", "") == "InvalidVolume.NotFound":
+                return
+            self.call(stage, "delete_volume", VolumeId=volume_id)  # re-raise, translated
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _collect(errors: list[str]) -> Iterator[None]:
-    # A sweep keeps going past one failure; each failure is reported at the end.
-    try:
-        yield
-    except ProvisionError as err:
-        errors.append(str(err))
-
-
-def _polls(timeout: float, *, longest: float = 5.0) -> Iterator[int]:
-    """Yield until ``timeout`` passes, sleeping between yields: quick at first, then every few seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
-    attempt = 0
-    while True:
-        yield attempt
-        attempt += 1
-        if time.monotonic() + delay > deadline:
-            return
-        time.sleep(delay)
-        delay = min(delay * 2, longest)
+def _tags_of(data: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(t["Key"]), str(t["Value"])) for t in data.get("Tags", [])))
 
 
 def _tag_spec(resource_type: str, tags: dict[str, str]) -> dict[str, Any]:
@@ -932,7 +1012,7 @@ def _instance(data: dict[str, Any]) -> Instance:
         private_ip=str(data.get("PrivateIpAddress", "")),
         spot=data.get("InstanceLifecycle") == "spot",
         launch_time=launched.timestamp() if isinstance(launched, dt.datetime) else time.time(),
-        tags=tuple(sorted((str(t["Key"]), str(t["Value"])) for t in data.get("Tags", []))),
+        tags=_tags_of(data),
     )
 
 

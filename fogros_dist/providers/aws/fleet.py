@@ -1,9 +1,11 @@
 """Everything fogros_dist runs in AWS regions, found by its tags, with or without local state.
 
 `fogros-dist list --region R` shows the instances here that this robot has no record of (another
-robot's, or left behind by a crash and a wiped home); `fogros-dist down --all --region R` removes
-every tagged resource here (instances, spot requests, security groups, key pairs, loose volumes)
-and the local key files of the key pairs it deletes.
+robot's, or left behind by a crash and a wiped home). `fogros-dist down --all --region R` first
+lists (:func:`plan_sweep`) what carries the caller's owner tag (or any owner's, with
+``--any-owner``): instances, spot requests, security groups, key pairs, volumes; once confirmed,
+:func:`sweep` removes exactly what was listed and still exists (nothing created after the
+listing), and the local key files of the key pairs it deletes.
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from fogros_dist.providers.aws.config import key_paths
+from fogros_dist.providers.aws.config import caller_owner, key_paths
 from fogros_dist.providers.aws.ec2 import (
     LIVE_STATES,
     TAG_DEPLOYMENT,
     TAG_MACHINE,
     TAG_OWNER,
     Ec2,
-    SweepReport,
+    Tagged,
+    tag_filters,
 )
+from fogros_dist.providers.aws.leftovers import release_resources
 
-__all__ = ["CloudMachine", "cloud_machines", "sweep_regions"]
+__all__ = ["CloudMachine", "SweepPlan", "SweepReport", "cloud_machines", "plan_sweep", "sweep"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +42,61 @@ class CloudMachine:
     public_ip: str
     spot: bool
     launch_time: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepPlan:
+    """What `down --all --region R` would remove in one region, before anything is removed."""
+
+    region: str
+    profile: str
+    endpoint_url: str
+    # The owner tag swept ("" with --any-owner: every owner).
+    owner: str
+    resources: tuple[Tagged, ...]
+    # How many tagged resources of other owners the region holds (left alone).
+    others: int
+
+    def lines(self) -> list[str]:
+        """The listing: a heading, then one line per resource (instances with their tags)."""
+        whose = f"owner {self.owner}" if self.owner else "every owner"
+        if not self.resources:
+            spared = (
+                f" ({self.others} of other owners left alone: --any-owner takes them)" if self.others else ""
+            )
+            return [f"region {self.region}: nothing of {whose} to remove{spared}"]
+        counts = _counts(self.resources)
+        lines = [f"region {self.region}: would remove {counts} of {whose}:"]
+        for resource in self.resources:
+            line = f"  {resource.describe()}"
+            tags = [
+                f"{label} {resource.tag(key)}"
+                for label, key in (
+                    ("deployment", TAG_DEPLOYMENT),
+                    ("machine", TAG_MACHINE),
+                    ("owner", TAG_OWNER),
+                )
+                if resource.tag(key)
+            ]
+            lines.append(f"{line}: {', '.join(tags)}" if tags else line)
+        if self.others:
+            lines.append(
+                f"  ({self.others} resource(s) of other owners are left alone: --any-owner takes them)"
+            )
+        return lines
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepReport:
+    """What `down --all --region R` removed in one region."""
+
+    region: str
+    removed: tuple[Tagged, ...]
+    errors: tuple[str, ...]
+
+    def counts(self) -> str:
+        """E.g. ``2 instance(s), 2 security group(s), 2 key pair(s), 0 volume(s)``."""
+        return _counts(self.removed)
 
 
 def cloud_machines(
@@ -69,38 +128,73 @@ def cloud_machines(
     return found
 
 
-def sweep_regions(
-    *,
-    regions: Sequence[str],
-    profile: str = "",
-    endpoint_url: str = "",
-    on_removed: Callable[[str, str, str], None] | None = None,
+def plan_sweep(
+    *, regions: Sequence[str], any_owner: bool = False, profile: str = "", endpoint_url: str = ""
+) -> list[SweepPlan]:
+    """List, per region, the fogros_dist-tagged resources a sweep would remove: the caller's
+    (:func:`~fogros_dist.providers.aws.config.caller_owner`), or every owner's with ``any_owner``.
+    Nothing is changed.
+
+    Raises:
+        ConfigError, ProvisionError: bad region or profile, no credentials, AWS refused.
+    """
+    owner = "" if any_owner else caller_owner()
+    plans = []
+    for region in regions:
+        ec2 = Ec2(region=region, profile=profile, endpoint_url=endpoint_url, stage="sweeping")
+        every = ec2.tagged(tag_filters(), stage="sweeping")
+        mine = tuple(r for r in every if not owner or r.tag(TAG_OWNER) == owner)
+        plans.append(
+            SweepPlan(
+                region=ec2.region,
+                profile=profile,
+                endpoint_url=endpoint_url,
+                owner=owner,
+                resources=mine,
+                others=len(every) - len(mine),
+            )
+        )
+    return plans
+
+
+def sweep(
+    plans: Sequence[SweepPlan], *, on_removed: Callable[[str, Tagged], None] | None = None
 ) -> list[SweepReport]:
-    """Remove every fogros_dist-tagged resource in each of ``regions``.
+    """Remove what each plan listed and still exists (in the order that lets each go), and the
+    robot's key files of the key pairs removed.
 
     Args:
-        regions: the regions to sweep.
-        profile: the AWS credentials profile ("" for the default chain).
-        endpoint_url: the EC2 endpoint ("" for AWS_ENDPOINT_URL or AWS itself).
-        on_removed: told (region, kind, name) for each resource removed.
+        plans: from :func:`plan_sweep`, as the user confirmed them.
+        on_removed: told (region, resource) for each resource removed.
 
     Returns:
         One report per region; failures are in each report's ``errors``, not raised.
     """
     reports = []
-    for region in regions:
-        ec2 = Ec2(region=region, profile=profile, endpoint_url=endpoint_url, stage="sweeping")
-        key_tags = dict(ec2.tagged_key_pairs())
+    for plan in plans:
+        if not plan.resources:
+            reports.append(SweepReport(region=plan.region, removed=(), errors=()))
+            continue
+        ec2 = Ec2(region=plan.region, profile=plan.profile, endpoint_url=plan.endpoint_url, stage="sweeping")
+        removed: list[Tagged] = []
 
-        def removed(kind: str, name: str, region: str = ec2.region) -> None:
+        def note(resource: Tagged, region: str = plan.region, into: list[Tagged] = removed) -> None:
+            into.append(resource)
             if on_removed is not None:
-                on_removed(region, kind, name)
+                on_removed(region, resource)
 
-        report = ec2.sweep(on_removed=removed)
-        for name in report.key_pairs:
-            tags = key_tags.get(name, {})
-            if tags.get(TAG_DEPLOYMENT) and tags.get(TAG_MACHINE):
-                for path in key_paths(deployment=tags[TAG_DEPLOYMENT], machine=tags[TAG_MACHINE]):
+        errors = release_resources(ec2, plan.resources, stage="sweeping", on_removed=note)
+        for resource in removed:
+            deployment, machine = resource.tag(TAG_DEPLOYMENT), resource.tag(TAG_MACHINE)
+            if resource.kind == "key pair" and deployment and machine:
+                for path in key_paths(deployment=deployment, machine=machine):
                     path.unlink(missing_ok=True)
-        reports.append(report)
+        reports.append(SweepReport(region=plan.region, removed=tuple(removed), errors=tuple(errors)))
     return reports
+
+
+def _counts(resources: Sequence[Tagged]) -> str:
+    kinds = ("instance", "security group", "key pair", "volume")
+    parts = [f"{sum(r.kind == kind for r in resources)} {kind}(s)" for kind in kinds]
+    spot = sum(r.kind == "spot request" for r in resources)
+    return ", ".join(parts + ([f"{spot} spot request(s)"] if spot else []))

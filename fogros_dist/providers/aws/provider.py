@@ -4,7 +4,10 @@
 group, instance, known host); :meth:`AWSProvider.connect` hands the running instance to the SSH
 provider, which waits for SSH and does what every remote machine needs. ``prepare``,
 ``resolve_node``, ``bridge_argv``, ``upload``, ``start`` and ``attach`` are the SSH provider's.
-``terminate`` ends the instance and deletes the key pair and security group it made.
+``terminate`` ends the instance and deletes the key pair and security group it made; ``reclaim``
+finds and releases, by the deployment's tags, what an interrupted ``create`` left without a Host;
+``remaining`` says what of a machine still exists (``leftovers``). Every wait (instance state,
+sshd, first boot) is cancelled by ``ProvisionContext.cancel`` within a second (``waits``).
 
 A machine's AWS coordinates travel in its :class:`~fogros_dist.spec.Host` (under the SSH layer's
 connection keys, which are never passed to processes, as
@@ -17,10 +20,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import getpass
 import logging
 import os
-import socket
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -28,13 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from fogros_dist.errors import FogError, ProvisionError
+from fogros_dist.errors import ConfigError, FogError, ProvisionError
 from fogros_dist.providers.aws import config as aws_config
-from fogros_dist.providers.aws.config import AwsOptions, key_paths, parse_options
+from fogros_dist.providers.aws.config import AwsOptions, caller_owner, key_paths, parse_options
 from fogros_dist.providers.aws.deadman import HEARTBEAT, DeadmanConfig, heartbeat_command
 from fogros_dist.providers.aws.default_image import ImageChoice, default_image
 from fogros_dist.providers.aws.ec2 import (
-    NOT_GONE_STATES,
     TAG_CREATED,
     TAG_DEPLOYMENT,
     TAG_HOSTKEY,
@@ -43,14 +43,18 @@ from fogros_dist.providers.aws.ec2 import (
     TAG_OWNER,
     TAG_TTL,
     Ec2,
+    Instance,
     InstanceTypeInfo,
     check_region,
+    client_token,
     resource_name,
 )
 from fogros_dist.providers.aws.heartbeat import Heartbeat
 from fogros_dist.providers.aws.images import GPU_ROS2, ImageRecord, find_image, record_image
+from fogros_dist.providers.aws.leftovers import Leftovers, find_leftovers, release_resources
 from fogros_dist.providers.aws.pricing import CostEstimate, estimate_cost
 from fogros_dist.providers.aws.userdata import ROS_READY, generate_host_key, known_hosts_line, user_data
+from fogros_dist.providers.aws.waits import Wait, check_cancelled, wait_for_port
 from fogros_dist.providers.base import Capabilities, Provider, ProvisionContext
 from fogros_dist.providers.remote_verbs import RemoteMachineVerbs
 from fogros_dist.remote.agent import gpus_from_json
@@ -66,8 +70,13 @@ _log = logging.getLogger(__name__)
 
 # The Host.env key that holds the AwsRef (the SSH layer keeps ENV_PREFIX keys from processes).
 REF_KEY = f"{ENV_PREFIX}AWS_REF"
-# A fresh instance takes a minute or two from "running" to sshd answering.
-SSH_RETRY = RetryPolicy(attempts=40, first_delay_s=1.0, max_delay_s=5.0, timeout_s=10.0)
+# A fresh instance takes a minute or two from "running" to sshd answering: its port is polled
+# first (cancellable, with progress); the SSH layer's retries then only cover a late banner.
+SSH_PORT_TIMEOUT_S = 300.0
+SSH_RETRY = RetryPolicy(attempts=20, first_delay_s=1.0, max_delay_s=5.0, timeout_s=10.0)
+# Test hook: "HOST:PORT" at which every instance's sshd is reached (tests run it on loopback,
+# since moto's instances have addresses that lead nowhere).
+SSH_ENDPOINT_ENV = "FOGROS_DIST_AWS_SSH_ENDPOINT"
 # apt-installing ROS 2 at first boot takes minutes; much longer means it is stuck.
 ROS_INSTALL_TIMEOUT_S = 1800.0
 _ROS_POLL_S = 5.0
@@ -177,13 +186,14 @@ class AWSProvider(RemoteMachineVerbs):
         ros_ready_path: str = ROS_READY,
     ) -> None:
         """Args:
-        ssh_endpoint: where to reach an instance's sshd (default: its public address, port 22).
+        ssh_endpoint: where to reach an instance's sshd (default: $FOGROS_DIST_AWS_SSH_ENDPOINT
+            if set, else its public address, port 22).
         retry: how hard to try the first SSH connection (default: about three minutes).
         heartbeat_path: the dead-man switch's heartbeat file on the machine.
         ros_ready_path: the file the first-boot ROS 2 install writes when done (its failure
             report is ``ros-failed`` next to it).
         """
-        self._ssh_endpoint = ssh_endpoint or (lambda address: (address, 22))
+        self._ssh_endpoint = ssh_endpoint or _endpoint_from_env() or (lambda address: (address, 22))
         self._retry = retry or SSH_RETRY
         self._machines = RemoteMachines(provider=self.name, retry=self._retry)
         self._heartbeat_path = heartbeat_path
@@ -216,9 +226,16 @@ class AWSProvider(RemoteMachineVerbs):
             raise
 
     def connect(self, launched: LaunchedInstance, ctx: ProvisionContext) -> Host:
-        """The SSH half of ``create``: ssh-ready (host key verified on the first connection),
-        probe, workdir, DDS config; then the heartbeat that keeps the dead-man switch quiet."""
+        """The SSH half of ``create``: sshd's port answering, ssh-ready (host key verified on the
+        first connection), probe, workdir, DDS config; then the heartbeat that keeps the dead-man
+        switch quiet.
+
+        Raises:
+            Cancelled: ``ctx.cancel`` was set during a wait (noticed within a second).
+            ProvisionError: sshd never answered, or the SSH layer failed (one line each).
+        """
         options = launched.options
+        self.wait_for_sshd(launched, ctx)
         if launched.install_ros:
             self.wait_for_ros(launched, ctx)
         settings = RemoteSettings(
@@ -234,17 +251,44 @@ class AWSProvider(RemoteMachineVerbs):
             domain_id=domain_id,
             progress=ctx.progress,
             workspace=ctx.workspace,
+            cancel=ctx.cancel,
         )
         # The AWS coordinates ride with the SSH layer's connection keys (kept from processes).
         host = dataclasses.replace(host, env=(*host.env, (REF_KEY, launched.ref.to_resource_id())))
         self._start_heartbeat(host, deadman_s=options.deadman_minutes * 60)
         return host
 
+    def wait_for_sshd(self, launched: LaunchedInstance, ctx: ProvisionContext) -> None:
+        """Wait until the instance's sshd accepts TCP connections (a minute or two after
+        "running"), showing stage ``waiting``; cancelled by ``ctx.cancel`` within a second.
+
+        Raises:
+            Cancelled: ``ctx.cancel`` was set.
+            ProvisionError: the port did not open within :data:`SSH_PORT_TIMEOUT_S`.
+        """
+        where = f"{launched.ssh_host}:{launched.ssh_port}"
+        wait = Wait(
+            machine=launched.ref.machine,
+            what=f"sshd of instance {launched.instance_id} at {where}",
+            timeout_s=SSH_PORT_TIMEOUT_S,
+            cancel=ctx.cancel,
+            progress=ctx.progress,
+        )
+        if not wait_for_port(wait, host=launched.ssh_host, port=launched.ssh_port):
+            msg = (
+                f"aws machine {launched.ref.machine!r}, stage ssh-ready: sshd of instance "
+                f"{launched.instance_id} at {where} did not answer within {SSH_PORT_TIMEOUT_S:.0f} s: see "
+                f"'aws ec2 get-console-output --region {launched.ref.region} --instance-id "
+                f"{launched.instance_id}', and check that robot_cidr/allowed_cidr hold this robot's address"
+            )
+            raise ProvisionError(msg)
+
     def wait_for_ros(self, launched: LaunchedInstance, ctx: ProvisionContext) -> None:
         """Wait until the first-boot ROS 2 install of ``launched.install_ros`` is done, refreshing
         the heartbeat meanwhile (it takes minutes; the dead-man switch must not fire).
 
         Raises:
+            Cancelled: ``ctx.cancel`` was set (noticed within a second).
             ProvisionError: it failed (its step named) or did not finish in time.
         """
         distro = launched.install_ros
@@ -257,10 +301,22 @@ class AWSProvider(RemoteMachineVerbs):
         runner = SSHRunner(launched.target(), retry=self._retry)
         started = time.monotonic()
         announced = False
+        wait = Wait(
+            machine=launched.ref.machine,
+            what=f"the first-boot install of ROS 2 {distro}",
+            timeout_s=ROS_INSTALL_TIMEOUT_S,
+            cancel=ctx.cancel,
+            progress=ctx.progress,
+            longest_s=_ROS_POLL_S,
+        )
         try:
-            while True:
+            for _ in wait.attempts():
                 done = runner.run(
-                    ["sh", "-c", check], check=False, timeout=60.0, what="check the ROS 2 install"
+                    ["sh", "-c", check],
+                    check=False,
+                    timeout=60.0,
+                    what="check the ROS 2 install",
+                    cancel=ctx.cancel,
                 )
                 if done.exit_code == 0:
                     break
@@ -274,16 +330,17 @@ class AWSProvider(RemoteMachineVerbs):
                         f"-- tail -50 {log}), or use an image with ROS 2 (ami, ami_name)"
                     )
                     raise ProvisionError(msg)
-                if time.monotonic() - started > ROS_INSTALL_TIMEOUT_S:
-                    msg = (
-                        f"{where}: ROS 2 {distro} was not installed within {ROS_INSTALL_TIMEOUT_S:.0f} s "
-                        f"of first boot: see {log} on the machine"
-                    )
-                    raise ProvisionError(msg)
                 if not announced:
                     ctx.progress("installing", f"ROS 2 {distro} on the image (cloud-init, first boot only)")
                     announced = True
-                time.sleep(_ROS_POLL_S)
+                wait.status("cloud-init still installing")
+            else:
+                log = "/var/log/cloud-init-output.log"
+                msg = (
+                    f"aws machine {launched.ref.machine!r}, stage installing: ROS 2 {distro} was not "
+                    f"installed within {ROS_INSTALL_TIMEOUT_S:.0f} s of first boot: see {log} on the machine"
+                )
+                raise ProvisionError(msg)
         finally:
             runner.close()
         if announced:
@@ -311,20 +368,33 @@ class AWSProvider(RemoteMachineVerbs):
         Reuses a pending or running instance tagged with this deployment and machine. Records the
         instance's SSH host key as the known host for its public address.
 
+        Every resource is tagged by the request that creates it, and the instance's request
+        carries an idempotency token (:func:`~fogros_dist.providers.aws.ec2.client_token` of the
+        deployment, the machine and ``ctx.created_at``): whenever this is interrupted, what
+        exists is found again by :meth:`reclaim`, and a retried request launches nothing twice.
+
         Raises:
+            Cancelled: ``ctx.cancel`` was set (checked between API calls and in every wait);
+                what this call created is released before it propagates.
             ConfigError: bad options, unknown profile or region.
             ProvisionError: no credentials; unknown instance type or AMI; capacity or quota
                 errors; the instance did not come up. Each names the stage, machine and fix.
         """
         options = parse_options(machine)
+
+        def check(doing: str) -> None:
+            check_cancelled(ctx.cancel, machine=machine.name, doing=doing)
+
         ec2 = Ec2(
             region=options.region,
             profile=options.profile,
             endpoint_url=options.endpoint_url,
             machine=machine.name,
         )
+        check("requesting an instance")
         type_info = ec2.instance_type(options.instance_type)
         choice = self._image(ec2, options, type_info)
+        check("requesting an instance")
         ctx.progress(
             "requesting",
             f"{type_info.describe()}; {options.market()} in {ec2.region}; "
@@ -351,6 +421,7 @@ class AWSProvider(RemoteMachineVerbs):
             group_id = ec2.ensure_security_group(
                 name, tags=tags, cidrs=cidrs, ports=(22, options.bridge_port)
             )
+            check("creating its security group")
             if existing:
                 instance = existing[-1]
                 host_public_key = instance.tag(TAG_HOSTKEY)
@@ -366,36 +437,18 @@ class AWSProvider(RemoteMachineVerbs):
                 ctx.progress("pending", f"reusing instance {instance.instance_id} ({instance.state})")
                 reused = True
             else:
-                if ec2.key_pair_exists(name) and not key_file.exists():
-                    # A key pair whose private half this robot lacks is useless: replace it.
-                    ec2.delete_key_pair(name, stage="requesting")
-                if not ec2.key_pair_exists(name):
-                    ec2.create_key_pair(name, tags=tags, key_file=key_file)
-                host_key = generate_host_key()
-                host_public_key = host_key.public_openssh
-                deadline = int(now + options.ttl_minutes * 60) if options.ttl_minutes else 0
-                instance = ec2.run_instance(
-                    image=choice.image,
-                    instance_type=options.instance_type,
-                    key_name=name,
-                    group_id=group_id,
-                    user_data=user_data(
-                        host_key=host_key,
-                        deadman=DeadmanConfig(
-                            timeout_s=options.deadman_minutes * 60,
-                            deadline=deadline,
-                            heartbeat=self._heartbeat_path,
-                        ),
-                        user=options.user,
-                        install_ros=choice.install_ros,
-                    ),
-                    disk_gb=options.disk_gb,
-                    spot=options.spot,
-                    tags={**tags, TAG_HOSTKEY: host_public_key},
+                instance, host_public_key = self._new_instance(
+                    ec2, options, choice, ctx, group_id=group_id, tags=tags, created=now
                 )
-                ctx.progress("pending", f"instance {instance.instance_id} ({options.market()}) is starting")
                 reused = False
-            running = ec2.wait_state(instance.instance_id, want="running", stage="pending")
+            # A spot instance stays pending until its request is fulfilled: the same wait covers it.
+            running = ec2.wait_state(
+                instance.instance_id,
+                want="running",
+                stage="pending",
+                cancel=ctx.cancel,
+                progress=ctx.progress,
+            )
             if not running.public_ip:
                 msg = (
                     f"aws machine {machine.name!r}, stage running: instance {running.instance_id} has no "
@@ -427,6 +480,53 @@ class AWSProvider(RemoteMachineVerbs):
             ssh_port=ssh_port,
             install_ros=choice.install_ros,
         )
+
+    def _new_instance(
+        self,
+        ec2: Ec2,
+        options: AwsOptions,
+        choice: ImageChoice,
+        ctx: ProvisionContext,
+        *,
+        group_id: str,
+        tags: dict[str, str],
+        created: float,
+    ) -> tuple[Instance, str]:
+        """The key pair (unless this robot holds it already) and the instance: (instance, the
+        SSH host public key its user-data installs)."""
+        machine = options.machine
+        name = resource_name(deployment=ctx.deployment, machine=machine)
+        key_file, _ = key_paths(deployment=ctx.deployment, machine=machine)
+        if ec2.key_pair_exists(name) and not key_file.exists():
+            # A key pair whose private half this robot lacks is useless: replace it.
+            ec2.delete_key_pair(name, stage="requesting")
+        if not ec2.key_pair_exists(name):
+            ec2.create_key_pair(name, tags=tags, key_file=key_file)
+        check_cancelled(ctx.cancel, machine=machine, doing="creating its key pair")
+        host_key = generate_host_key()
+        deadline = int(created + options.ttl_minutes * 60) if options.ttl_minutes else 0
+        instance = ec2.run_instance(
+            image=choice.image,
+            instance_type=options.instance_type,
+            key_name=name,
+            group_id=group_id,
+            user_data=user_data(
+                host_key=host_key,
+                deadman=DeadmanConfig(
+                    timeout_s=options.deadman_minutes * 60,
+                    deadline=deadline,
+                    heartbeat=self._heartbeat_path,
+                ),
+                user=options.user,
+                install_ros=choice.install_ros,
+            ),
+            disk_gb=options.disk_gb,
+            spot=options.spot,
+            tags={**tags, TAG_HOSTKEY: host_key.public_openssh},
+            token=client_token(deployment=ctx.deployment, machine=machine, created_at=ctx.created_at),
+        )
+        ctx.progress("pending", f"instance {instance.instance_id} ({options.market()}) is starting")
+        return instance, host_key.public_openssh
 
     def _image(self, ec2: Ec2, options: AwsOptions, type_info: InstanceTypeInfo) -> ImageChoice:
         """The machine's AMI: from its options, else the default for its instance type."""
@@ -461,18 +561,22 @@ class AWSProvider(RemoteMachineVerbs):
 
     def terminate(self, host: Host) -> None:
         """End the machine's instance (waiting until it is terminated), then delete its security
-        group, its key pair and the local key and known_hosts files."""
-        ref = AwsRef.from_host(host)
-        heartbeat = self._heartbeats.pop(host.machine, None)
-        if heartbeat is not None:
-            heartbeat.stop()
-        if not self._heartbeats:
-            # No SSH cleanup on the instance: it is about to be destroyed, and may be unreachable.
-            self._machines.close()
-        self.release(ref)
+        group, its key pair, any loose volume and the local key and known_hosts files.
+
+        Raises:
+            ProvisionError: something could not be released (the first failure, after trying all);
+                :meth:`remaining` then says what is left.
+        """
+        self._forget(host.machine)
+        self.release(AwsRef.from_host(host))
 
     def release(self, ref: AwsRef) -> None:
-        """Delete everything :meth:`launch` made for ``ref``'s deployment and machine."""
+        """Delete everything :meth:`launch` made for ``ref``'s deployment and machine (found by its
+        tags, its names and ``ref.instance_id``), whoever's owner tag it carries.
+
+        Raises:
+            ProvisionError: the first failure, after trying everything else.
+        """
         ec2 = Ec2(
             region=ref.region,
             profile=ref.profile,
@@ -480,23 +584,100 @@ class AWSProvider(RemoteMachineVerbs):
             machine=ref.machine,
             stage="terminating",
         )
-        instances = ec2.find_instances(
-            deployment=ref.deployment, machine=ref.machine, states=NOT_GONE_STATES, stage="terminating"
+        found = find_leftovers(
+            ec2,
+            deployment=ref.deployment,
+            machine=ref.machine,
+            instance_id=ref.instance_id,
+            named=resource_name(deployment=ref.deployment, machine=ref.machine),
+            stage="terminating",
         )
-        ids = {i.instance_id for i in instances}
-        if ref.instance_id and ref.instance_id not in ids:
-            with contextlib.suppress(ProvisionError):
-                if ec2.describe_instance(ref.instance_id, stage="terminating").state != "terminated":
-                    ids.add(ref.instance_id)
-        ec2.terminate(sorted(ids), stage="terminating")
-        name = resource_name(deployment=ref.deployment, machine=ref.machine)
-        group_id = ec2.security_group_id(name)
-        if group_id:
-            ec2.delete_security_group(group_id)
-        if ec2.key_pair_exists(name, stage="terminating"):
-            ec2.delete_key_pair(name)
-        for path in key_paths(deployment=ref.deployment, machine=ref.machine):
+        errors = self._release(ec2, found, stage="terminating")
+        if errors:
+            more = f" (and {len(errors) - 1} more failure(s))" if len(errors) > 1 else ""
+            raise ProvisionError(errors[0] + more)
+
+    def reclaim(self, machine: MachineSpec, *, deployment: str) -> tuple[str, ...]:
+        """Release what :meth:`launch` may have made for ``machine`` of ``deployment`` that no Host
+        records (its ``create`` was interrupted, or its process killed): whatever carries this
+        deployment's, this machine's and this caller's tags in the machine's region (instances,
+        waited for until terminated; spot requests; the security group; the key pair; loose
+        volumes), and the machine's key files on the robot.
+
+        Idempotent; with nothing there it costs five describe calls.
+
+        Returns:
+            What is still left afterwards, one line each (then one line per failure, saying why).
+
+        Raises:
+            ConfigError: the machine's options or profile are bad.
+            ProvisionError: EC2 could not be asked (nothing is then known to be gone).
+        """
+        options = parse_options(machine)
+        stage = "reclaiming"
+        ec2 = Ec2(
+            region=options.region,
+            profile=options.profile,
+            endpoint_url=options.endpoint_url,
+            machine=machine.name,
+            stage=stage,
+        )
+        # Only its heartbeat, if it got that far: other machines of this provider may still be live.
+        heartbeat = self._heartbeats.pop(machine.name, None)
+        if heartbeat is not None:
+            heartbeat.stop()
+
+        def find() -> Leftovers:
+            return find_leftovers(
+                ec2, deployment=deployment, machine=machine.name, owner=caller_owner(), stage=stage
+            )
+
+        found = find()
+        if not found.describe():
+            return ()
+        errors = self._release(ec2, found, stage=stage)
+        left = find().describe()
+        return (*left, *errors) if left else ()
+
+    def remaining(self, host: Host) -> tuple[str, ...]:
+        """What of ``host`` still exists, asked of EC2 itself: its instance unless terminated,
+        anything else tagged for its deployment and machine (security group, key pair, volumes,
+        spot requests), and its key files on the robot. Empty: nothing.
+
+        Raises:
+            ProvisionError: EC2 could not be asked (nothing is then known to be gone).
+        """
+        ref = AwsRef.from_host(host)
+        ec2 = Ec2(
+            region=ref.region,
+            profile=ref.profile,
+            endpoint_url=ref.endpoint_url,
+            machine=ref.machine,
+            stage="checking",
+        )
+        return find_leftovers(
+            ec2,
+            deployment=ref.deployment,
+            machine=ref.machine,
+            instance_id=ref.instance_id,
+            named=resource_name(deployment=ref.deployment, machine=ref.machine),
+            stage="checking",
+        ).describe()
+
+    def _release(self, ec2: Ec2, found: Leftovers, *, stage: str) -> list[str]:
+        errors = release_resources(ec2, found.resources, stage=stage)
+        for path in found.key_files:
             path.unlink(missing_ok=True)
+        return errors
+
+    def _forget(self, machine: str) -> None:
+        """Stop the machine's heartbeat; close SSH when no machine is left (no cleanup on an
+        instance about to be destroyed, which may be unreachable)."""
+        heartbeat = self._heartbeats.pop(machine, None)
+        if heartbeat is not None:
+            heartbeat.stop()
+        if not self._heartbeats:
+            self._machines.close()
 
     def image(self, host: Host, *, name: str, reboot: bool = False) -> ImageRecord:
         """Make an AMI of the machine's instance, wait until it is available and record it.
@@ -520,7 +701,7 @@ class AWSProvider(RemoteMachineVerbs):
         created = dt.datetime.now(tz=dt.timezone.utc).isoformat(timespec="seconds")
         source = f"{ref.deployment}/{ref.machine}"
         # Not the deployment tags: `down --all` must never delete an image someone made on purpose.
-        tags = {"Name": name, TAG_IMAGE_OF: source, TAG_OWNER: _owner(), TAG_CREATED: created}
+        tags = {"Name": name, TAG_IMAGE_OF: source, TAG_OWNER: caller_owner(), TAG_CREATED: created}
         image_id = ec2.create_image(ref.instance_id, name=name, tags=tags, reboot=reboot)
         # An image of a GPU machine with ROS 2 becomes the default for GPU instance types.
         conn = dict(host.env)
@@ -552,12 +733,15 @@ class AWSProvider(RemoteMachineVerbs):
         )
 
 
-def _owner() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
+def _endpoint_from_env() -> SshEndpoint | None:
+    value = os.environ.get(SSH_ENDPOINT_ENV, "")
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        msg = f"{SSH_ENDPOINT_ENV}={value!r} is not HOST:PORT: set it like 127.0.0.1:2222, or unset it"
+        raise ConfigError(msg)
+    return lambda _address: (host, int(port))
 
 
 def _tags(*, deployment: str, machine: str, created: float, ttl_minutes: int) -> dict[str, str]:
@@ -571,7 +755,7 @@ def _tags(*, deployment: str, machine: str, created: float, ttl_minutes: int) ->
         "Name": resource_name(deployment=deployment, machine=machine),
         TAG_DEPLOYMENT: deployment,
         TAG_MACHINE: machine,
-        TAG_OWNER: _owner(),
+        TAG_OWNER: caller_owner(),
         TAG_CREATED: created_at.isoformat(timespec="seconds"),
         TAG_TTL: expires,
     }

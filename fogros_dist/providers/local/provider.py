@@ -3,10 +3,13 @@
 It is the embedded default and the model for the remote providers: a machine gets its own working
 directory, its own ROS 2 domain on a loopback-only DDS configuration (so its graph is isolated from
 the robot's and the bridge is the only path between them) and its own Zenoh port on 127.0.0.1.
+Domains are claimed host-wide (:mod:`.claims`), so the Local machines of other homes and other
+users on this host never share one; ``terminate`` gives the claim back.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -15,17 +18,23 @@ import sys
 from pathlib import Path
 from typing import ClassVar
 
-from fogros_dist.errors import ConfigError, MissingExecutable, ProvisionError
+from fogros_dist.errors import ConfigError, DeploymentError, MissingExecutable, ProvisionError
 from fogros_dist.providers.base import Capabilities, ProcessSpec, ProvisionContext
+from fogros_dist.providers.local.claims import DomainClaims
 from fogros_dist.providers.local.process import LocalProcess
 from fogros_dist.spec import Host, MachineSpec, ProcessRecord
 
 __all__ = ["LocalProvider"]
 
+_log = logging.getLogger(__name__)
+
 # ROS 2 domain IDs 0..232 are valid with the default port mapping; the high range is rarely used
 # by hand, so Local machines take theirs from it.
 _DOMAIN_RANGE = range(120, 233)
 _OPTIONS = {"domain_id", "python"}
+# The engine's record of a deployment, in its state directory: a claim whose owner is gone stays
+# valid while this file records the machine on the claimed domain.
+_STATE_FILE = "state.json"
 
 
 class LocalProvider:
@@ -33,6 +42,9 @@ class LocalProvider:
 
     name: ClassVar[str] = "local"
     capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, *, claims: DomainClaims | None = None) -> None:
+        self._claims = claims or DomainClaims()
 
     def validate(self, machine: MachineSpec) -> None:
         """Reject unknown options and out-of-range values, naming them."""
@@ -43,21 +55,47 @@ class LocalProvider:
                     f"(supported: {', '.join(sorted(_OPTIONS))})"
                 )
                 raise ConfigError(msg)
-            if key == "domain_id" and (not isinstance(value, int) or not 0 <= value <= 232):
-                msg = f"machine {machine.name!r}: domain_id {value!r} is out of range: use 0..232"
+            # bool is an int in Python: `domain_id = true` must not pass as domain 1.
+            wrong = isinstance(value, bool) or not isinstance(value, int)
+            if key == "domain_id" and (wrong or not 0 <= value <= 232):  # type: ignore[operator]
+                msg = f"machine {machine.name!r}: domain_id {value!r} is invalid: use a number 0..232"
+                raise ConfigError(msg)
+            if key == "python" and (not isinstance(value, str) or not value or "\0" in value):
+                msg = f"machine {machine.name!r}: python {value!r} is invalid: give an interpreter's path"
                 raise ConfigError(msg)
 
     def create(self, machine: MachineSpec, ctx: ProvisionContext) -> Host:
-        """Make the machine's working directory and pick its ROS domain and Zenoh port."""
+        """Make the machine's working directory (0700) and claim its ROS domain host-wide.
+
+        Raises:
+            ConfigError: a bad option or machine name.
+            ProvisionError: no domain is free, or the working directory cannot be made.
+        """
         self.validate(machine)
-        workdir = ctx.state_dir / "machines" / machine.name
-        (workdir / "logs").mkdir(parents=True, exist_ok=True)
-        domain_id = _pick_domain(machine, ctx.used_domain_ids)
+        workdir = _workdir(ctx.state_dir, machine.name)
+        wanted = machine.option("domain_id")
+        candidates = [wanted] if isinstance(wanted, int) else list(_DOMAIN_RANGE)
+        state_file = ctx.state_dir / _STATE_FILE
+        domain_id = self._claims.claim(
+            state_file=state_file,
+            deployment=ctx.deployment,
+            machine=machine.name,
+            candidates=candidates,
+            # An explicit domain is the user's choice; only other claims can refuse it.
+            avoid=frozenset() if isinstance(wanted, int) else ctx.used_domain_ids,
+        )
         # Imported here: the ROS layer is only needed once a machine is really created.
         from fogros_dist.ros.cyclone_config import loopback_config
 
         dds_config = workdir / "cyclonedds.xml"
-        dds_config.write_text(loopback_config(domain_id))
+        try:
+            for directory in (ctx.state_dir, workdir.parent, workdir, workdir / "logs"):
+                directory.mkdir(mode=0o700, exist_ok=True)
+            dds_config.write_text(loopback_config(domain_id))
+        except OSError as err:
+            self._claims.release(state_file=state_file, machine=machine.name)
+            msg = f"machine {machine.name!r}: cannot make its working directory {workdir}: {err.strerror}"
+            raise ProvisionError(msg) from err
         python = str(machine.option("python", sys.executable))
         ctx.progress("running", f"local, ROS domain {domain_id}, workdir {workdir}")
         return Host(
@@ -104,10 +142,18 @@ class LocalProvider:
     def upload(self, host: Host, local: Path, remote_name: str) -> Path:
         """Copy ``local`` to ``remote_name`` under the working directory (subdirectories created;
         a no-op if it is already there)."""
-        target = Path(host.workdir) / remote_name
-        if local.resolve() != target.resolve():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local, target)
+        workdir = Path(host.workdir)
+        target = workdir / remote_name
+        if Path(remote_name).is_absolute() or ".." in Path(remote_name).parts:
+            msg = f"machine {host.machine!r}: {remote_name!r} would leave its working directory {workdir}"
+            raise DeploymentError(msg)
+        try:
+            if local.resolve() != target.resolve():
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                shutil.copyfile(local, target)
+        except OSError as err:
+            msg = f"machine {host.machine!r}: cannot copy {local} to {target}: {err.strerror}"
+            raise DeploymentError(msg) from err
         return target
 
     def start(self, host: Host, process: ProcessSpec) -> LocalProcess:
@@ -122,6 +168,7 @@ class LocalProvider:
             env=env,
             cwd=Path(host.workdir),
             log_dir=Path(host.workdir) / "logs",
+            log_max_bytes=process.log_max_bytes,
         )
 
     def attach(self, host: Host, record: ProcessRecord) -> LocalProcess:
@@ -130,11 +177,32 @@ class LocalProvider:
         return LocalProcess(record)
 
     def terminate(self, host: Host) -> None:
-        """Nothing outlives the processes here; the logs stay for `fogros-dist logs`."""
-        if not Path(host.workdir).exists():
+        """Give the machine's ROS domain back; the logs stay for `fogros-dist logs`."""
+        workdir = Path(host.workdir)
+        # The workdir is <state dir>/machines/<machine> (create() made it so).
+        try:
+            self._claims.release(state_file=workdir.parent.parent / _STATE_FILE, machine=host.machine)
+        except ProvisionError as err:
+            # Not a resource: once the record is gone the claim is stale and the next claim skips it.
+            _log.warning("machine %r: %s", host.machine, err)
+        if not workdir.exists():
             return
         for leftover in ("cyclonedds.xml",):
-            (Path(host.workdir) / leftover).unlink(missing_ok=True)
+            (workdir / leftover).unlink(missing_ok=True)
+
+    def reclaim(self, machine: MachineSpec, *, deployment: str) -> tuple[str, ...]:
+        """Give back a domain this process claimed for a machine whose Host was never recorded
+        (and this user's stale claims); nothing else exists before the Host."""
+        try:
+            self._claims.release_unrecorded(deployment=deployment, machine=machine.name)
+        except ProvisionError as err:
+            _log.warning("machine %r: %s", machine.name, err)
+        return ()
+
+    def remaining(self, host: Host) -> tuple[str, ...]:
+        """A Local machine is only its processes, which the engine checks itself."""
+        del host
+        return ()
 
     @staticmethod
     def _env(host: Host) -> dict[str, str]:
@@ -149,18 +217,13 @@ def _python(host: Host) -> str:
     return dict(host.env).get("FOGROS_DIST_PYTHON", sys.executable)
 
 
-def _pick_domain(machine: MachineSpec, used: frozenset[int]) -> int:
-    wanted = machine.option("domain_id")
-    if isinstance(wanted, int):
-        return wanted
-    for domain in _DOMAIN_RANGE:
-        if domain not in used:
-            return domain
-    msg = (
-        f"machine {machine.name!r}: every ROS domain in {_DOMAIN_RANGE.start}..{_DOMAIN_RANGE.stop - 1} "
-        f"is taken by other deployments: run 'fogros-dist down' on some, or set option domain_id"
-    )
-    raise ProvisionError(msg)
+def _workdir(state_dir: Path, machine: str) -> Path:
+    """``<state_dir>/machines/<machine>``; refuses a name that would lead anywhere else (plan
+    checks names too, but a provider is also called without a plan)."""
+    if not machine or machine in (".", "..") or any(c in machine for c in "/\\\0"):
+        msg = f"machine name {machine!r} is invalid: it names a directory; use e.g. 'gpu-1'"
+        raise ConfigError(msg)
+    return state_dir / "machines" / machine
 
 
 def _free_port() -> int:

@@ -56,6 +56,8 @@ class SSHProvider(RemoteMachineVerbs):
             ConfigError: bad options or SSH config.
             ProvisionError: the host cannot be reached, refuses the key, is unknown or changed,
                 or lacks Python 3.10+ (one line each, naming the stage and the fix).
+            Cancelled: ``ctx.cancel`` was set while connecting or probing (``waiting`` progress
+                lines show each failed attempt meanwhile).
         """
         options = parse_options(machine)
         target = resolve_target(
@@ -78,11 +80,22 @@ class SSHProvider(RemoteMachineVerbs):
             domain_id=_pick_domain(machine.name, options, ctx.used_domain_ids),
             progress=ctx.progress,
             workspace=ctx.workspace,
+            cancel=ctx.cancel,
         )
 
     def terminate(self, host: Host) -> None:
         """Stop leftovers, remove the DDS config, close the connection; the host itself stays."""
         self._machines.terminate(host)
+
+    def reclaim(self, machine: MachineSpec, *, deployment: str) -> tuple[str, ...]:
+        """The host exists before and after; nothing runs there before the Host is recorded."""
+        del machine, deployment
+        return ()
+
+    def remaining(self, host: Host) -> tuple[str, ...]:
+        """The host is not ours to remove; its processes the engine checks itself."""
+        del host
+        return ()
 
 
 def _pick_domain(machine: str, options: SSHOptions, used: frozenset[int]) -> int:

@@ -139,7 +139,7 @@ def test_down_all_region_sweeps_untracked_resources(
     assert f"gpu:aws/{region}@{first.public_ip}" in listed.stdout
 
     # No local state at all: --all still finds them by their tags.
-    result = fogros(aws_env, "down", "--all", "--region", region)
+    result = fogros(aws_env, "down", "--all", "--region", region, "--yes")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"region {region}: removed 2 instance(s), 2 security group(s), 2 key pair(s)" in result.stdout
     assert tagged(client) == {}

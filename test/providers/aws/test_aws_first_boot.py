@@ -69,7 +69,14 @@ def test_the_robot_waits_for_the_install_and_keeps_the_heartbeat_fresh(
         assert time.monotonic() - started >= 0.9
         finisher.join()
         stages = progress.stages()
-        assert stages[-2:] == ["installing", "installed"]
+        # The wait shows itself as it goes ("waiting": what, attempt, seconds) between the two.
+        assert [stage for stage in stages if stage != "waiting"][-2:] == ["installing", "installed"]
+        assert stages.index("installing") < stages.index("waiting") < stages.index("installed")
+        assert any(
+            "the first-boot install of ROS 2 jazzy (attempt" in t
+            for s, t in progress.events
+            if s == "waiting"
+        )
         assert dict(progress.events)["installing"] == "ROS 2 jazzy on the image (cloud-init, first boot only)"
         # Every check touched the heartbeat, so a long install never trips the dead-man switch.
         assert (machine_dir / "heartbeat").exists()

@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cancel_helpers import CANCEL_BOUND_S, black_hole
 from ssh_fixtures import ssh_options
 from sshlab import LabHost, SSHLab
 
@@ -109,4 +111,67 @@ def test_an_unknown_host_is_one_line_naming_the_stage_and_the_fix(
         f"(it presents ssh-ed25519 {beta.fingerprint()}): if that fingerprint is right, run "
         f"'fogros-dist trust {beta.address} --port 2222 --known-hosts {empty}', or set trust_new_host=true"
     ]
+    # Released, the failed deployment is kept with its reason until `down` forgets it.
+    rows = json.loads(_fogros(cli_env, "list", "--json").stdout)
+    assert [(r["name"], r["machines"]) for r in rows] == [("ssh-unknown", [])]
+    assert rows[0]["status"].startswith("failed: ssh-ready: machine 'gpu': host root@")
+    assert _fogros(cli_env, "down", "ssh-unknown").returncode == 0
+    assert json.loads(_fogros(cli_env, "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "down"])
+def test_ctrl_c_or_down_during_the_ssh_wait_stops_the_up_within_2_s_and_leaves_nothing(
+    ssh_lab: SSHLab,
+    scratch_host: Callable[[], LabHost],
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    how: str,
+) -> None:
+    host = scratch_host()
+    known = tmp_path / "known_hosts"
+    known.write_text(host.known_hosts_line())
+    # An address that never answers: the SSH wait would go on for its retries (about 40 s).
+    black_hole(host)
+    spec = _deployment_file(tmp_path / "d.toml", "ssh-stopped", ssh_options(ssh_lab, host, known))
+    up = subprocess.Popen(
+        [sys.executable, "-m", "fogros_dist.cli.main", "up", str(spec)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # Well into the SSH wait: the record exists, the machine is pending.
+        store = StateStore(Path(cli_env["FOGROS_DIST_HOME"]))
+        deadline = time.monotonic() + 30
+        while "ssh-stopped" not in store.names() or store.load("ssh-stopped").pending != ("gpu",):
+            assert up.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.5)
+        asked = time.monotonic()
+        if how == "ctrl-c":
+            up.send_signal(signal.SIGINT)
+        else:
+            down = _fogros(cli_env, "down", "ssh-stopped")
+            assert down.returncode == 0, down.stdout + down.stderr
+            assert "deployment ssh-stopped is down" in down.stdout
+        up.wait(timeout=30)
+        stopped_after = time.monotonic() - asked
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+    _, stderr = up.communicate()
+    assert stopped_after < CANCEL_BOUND_S, (stopped_after, stderr)
+    assert up.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    # One line says so (the stage lines above it are progress).
+    said = [line for line in stderr.splitlines() if line.startswith("fogros-dist: ")]
+    assert len(said) == 1, stderr
+    assert said[0].startswith(
+        f"fogros-dist: stopped: machine 'gpu': stopped on request while connecting to root@{host.address}"
+    ), said
+    # Stopped on request, torn down: no record, nothing of it anywhere.
     assert json.loads(_fogros(cli_env, "list", "--json").stdout) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_helpers import edge_deployment, edges_round_trip
+from e2e_helpers import assert_failed_and_released, edge_deployment, edges_round_trip
 from ssh_fixtures import FAST_RETRY, ssh_options
 from sshlab import LabHost, SSHLab
 
@@ -127,7 +127,7 @@ def _up_and_down(spec: DeploymentSpec, store: StateStore, robot_domain: int) -> 
     return found
 
 
-def test_unknown_host_fails_the_up_in_one_line_and_records_nothing(
+def test_unknown_host_fails_the_up_in_one_line_and_leaves_only_the_failed_record(
     ssh_lab: SSHLab, beta: LabHost, tmp_path: Path, robot_domain: int
 ) -> None:
     store = StateStore(tmp_path / "home")
@@ -137,7 +137,7 @@ def test_unknown_host_fails_the_up_in_one_line_and_records_nothing(
     assert str(caught.value).startswith(
         f"ssh-ready: machine 'gpu': host root@{beta.address}:2222 is not in {tmp_path / 'empty_known_hosts'}"
     )
-    assert store.names() == []
+    assert_failed_and_released(store, "ssh-unknown", "is not in")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_helpers import edge_deployment, edges_round_trip
+from e2e_helpers import assert_failed_and_released, edge_deployment, edges_round_trip
 from ssh_fixtures import ssh_options
 from sshlab import LabHost, SSHLab
 
@@ -81,7 +81,7 @@ def test_up_through_a_bastion_answers_through_the_bridge(
     assert store.names() == []
 
 
-def test_an_unknown_bastion_fails_the_up_in_one_line_and_records_nothing(
+def test_an_unknown_bastion_fails_the_up_in_one_line_and_leaves_only_the_failed_record(
     ssh_lab: SSHLab, bastion: LabHost, hidden: LabHost, tmp_path: Path, robot_domain: int
 ) -> None:
     known = tmp_path / "known_hosts"
@@ -96,5 +96,5 @@ def test_an_unknown_bastion_fails_the_up_in_one_line_and_records_nothing(
         f"(it presents ssh-ed25519 {bastion.fingerprint()})"
     )
     assert "\n" not in message
-    assert store.names() == []
+    assert_failed_and_released(store, "jump-unknown", "is not in")
     assert known.read_text() == hidden.known_hosts_line()

@@ -17,6 +17,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from e2e_helpers import assert_failed_and_released
 from ssh_fixtures import ssh_options
 from sshlab import LabHost, SSHLab
 from workspace_helpers import PREFIX, colcon_build, greet_round_trip, greeter_deployment, user_workspace
@@ -166,7 +167,7 @@ def test_a_package_that_does_not_build_fails_the_up_in_one_line_and_leaves_nothi
         deployment.up()
     assert re.match(message, str(caught.value)), str(caught.value)
     assert "\n" not in str(caught.value)
-    assert store.names() == []
+    assert_failed_and_released(store, f"ws-{breakage}", "machine 'gpu'")
     # Nothing of the deployment runs on the host any more (bridge, build).
     run = Path(alpha.remote_dir) / "deployments" / f"ws-{breakage}" / "gpu" / "run"
     records = [json.loads(p.read_text()) for p in run.glob("*.json")]
@@ -205,7 +206,7 @@ def test_a_build_killed_on_the_host_fails_the_up_and_the_next_up_builds_again(
         r"the build process exited with code -9: full log .*/logs/fogros-build\.out there$",
         str(caught.value),
     ), str(caught.value)
-    assert store.names() == []
+    assert_failed_and_released(store, "ws-killed", "exited with code -9")
     # Nothing was stamped as built: the next up builds, and the node answers.
     deployment, stages = _up(spec, store, robot_domain)
     try:
