@@ -12,7 +12,16 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["py.typed", "providers/aws/prices.json"]},
+    package_data={
+        PACKAGE: [
+            "py.typed",
+            "providers/aws/prices.json",
+            # Stock .srv/.action definitions the bridge registers on demand (ros/interfaces.py).
+            "ros/stock_interfaces/*/SOURCES.txt",
+            "ros/stock_interfaces/*/*/LICENSE",
+            "ros/stock_interfaces/*/*/*/*",
+        ]
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         # The pinned runtime, for `ros2 run fogros_dist install_runtime` and the machines' wheels.

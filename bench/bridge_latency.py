@@ -194,7 +194,7 @@ class _Transport:
     def _topic(self) -> Any:
         from fogros_dist.spec import QosSpec, TopicSpec
 
-        return TopicSpec(name=TOPIC, type=IMAGE, qos=QosSpec(depth=2))
+        return TopicSpec(name=TOPIC, type=IMAGE, qos=QosSpec(depth=2), codec="none")
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -449,7 +449,7 @@ def _credentials(workdir: Path) -> tuple[str, str]:
 def _bridge_spec(side: str, domain: int, endpoint: str, workdir: Path, *, tls_dir: str = "") -> str:
     from fogros_dist.spec import BridgeRunSpec, BridgeSpec, QosSpec, TopicSpec, to_json
 
-    topic = TopicSpec(name=TOPIC, type=IMAGE, qos=QosSpec(depth=2))
+    topic = TopicSpec(name=TOPIC, type=IMAGE, qos=QosSpec(depth=2), codec="none")
     spec = BridgeRunSpec(
         deployment="bench",
         side=side,  # type: ignore[arg-type]

@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--core",
         action="store_true",
-        help="leave out the workloads' packages (torch, kiss-icp, matplotlib, pillow)",
+        help="leave out the workloads' packages (torch, kiss-icp, matplotlib)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the pip command, install nothing")
     args = parser.parse_args(argv)

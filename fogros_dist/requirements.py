@@ -30,7 +30,8 @@ RUNTIME = "requirements.txt"
 BUILD = "requirements-build.txt"
 REQUIREMENTS_ENV = "FOGROS_DIST_REQUIREMENTS"
 # Only the workloads (grasp planning, SLAM, policies) import these; the bridge and the CLI never do.
-WORKLOAD_PACKAGES = frozenset({"torch", "kiss-icp", "matplotlib", "pillow"})
+# pillow is not one of them: the bridge's PNG codec (net/image_codec.py) needs it.
+WORKLOAD_PACKAGES = frozenset({"torch", "kiss-icp", "matplotlib"})
 
 
 def find_requirements(name: str = RUNTIME) -> Path:

@@ -23,6 +23,10 @@ RUNTIME_MODULES = {
     "numpy": "numpy",
     "catkin-pkg": "catkin_pkg",
     "packaging": "packaging",
+    # The bridge's codecs (net/codecs.py).
+    "simplejpeg": "simplejpeg",
+    "zstandard": "zstandard",
+    "pillow": "PIL",
 }
 
 

@@ -20,16 +20,19 @@ from typing import Any, Literal, TypeVar, Union
 from fogros_dist.errors import ConfigError
 
 __all__ = [
+    "ActionSpec",
     "BridgeRunSpec",
     "BridgeSpec",
     "DeploymentSpec",
     "Host",
+    "InterfaceDef",
     "MachineSpec",
     "NodeSpec",
     "OptionValue",
     "OutputMode",
     "ProcessRecord",
     "QosSpec",
+    "ServiceSpec",
     "ShippedFile",
     "TopicSpec",
     "default_distro",
@@ -40,6 +43,7 @@ __all__ = [
 OptionValue = str | int | float | bool
 Reliability = Literal["reliable", "best_effort"]
 Durability = Literal["volatile", "transient_local"]
+History = Literal["keep_last", "keep_all"]
 
 T = TypeVar("T")
 
@@ -51,11 +55,18 @@ def default_distro() -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class QosSpec:
-    """The QoS a bridged topic is published and subscribed with on each ROS graph."""
+    """The QoS a bridged topic is published and subscribed with on each ROS graph.
+
+    ``history`` ``keep_all`` keeps every unacknowledged sample (``depth`` then bounds the bridge's
+    own backlog only). ``deadline_s`` and ``lifespan_s``: 0 is infinite (DDS's default).
+    """
 
     reliability: Reliability = "reliable"
     durability: Durability = "volatile"
     depth: int = 10
+    history: History = "keep_last"
+    deadline_s: float = 0.0
+    lifespan_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.reliability not in ("reliable", "best_effort"):
@@ -67,19 +78,90 @@ class QosSpec:
         if not 1 <= self.depth <= 10_000:
             msg = f"QoS history depth {self.depth} is out of range: use 1..10000"
             raise ConfigError(msg)
+        if self.history not in ("keep_last", "keep_all"):
+            msg = f"QoS history {self.history!r} is invalid: use 'keep_last' or 'keep_all'"
+            raise ConfigError(msg)
+        for what, value in (("deadline_s", self.deadline_s), ("lifespan_s", self.lifespan_s)):
+            if not 0.0 <= value <= 1e9:
+                msg = f"QoS {what} {value} is out of range: use seconds >= 0 (0 = infinite)"
+                raise ConfigError(msg)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TopicSpec:
-    """A ROS 2 topic to bridge: absolute name, message type (``pkg/msg/Type``) and QoS.
+    """A ROS 2 topic to bridge: absolute name, message type (``pkg/msg/Type``), QoS and codec.
 
     ``type`` may be ``None``: the bridge then learns it from the graph (the publisher's type on the
-    side that produces the topic) before it forwards anything.
+    side that produces the topic) before it forwards anything. ``qos`` ``None`` (the default)
+    mirrors the QoS discovered on the producing side (the publisher's reliability, durability,
+    history and depth), the way zenoh-bridge-ros2dds does; a QoS given here is used as it is.
+    ``codec`` says how the payload crosses the link (``net/codecs.py``): ``auto`` picks by type and
+    image encoding, ``none`` sends the CDR as it is, ``jpeg:<quality>``, ``png``, ``zstd[:<level>]``.
     """
 
     name: str
     type: str | None = None
-    qos: QosSpec = field(default_factory=QosSpec)
+    qos: QosSpec | None = None
+    codec: str = "auto"
+
+    @property
+    def effective_qos(self) -> QosSpec:
+        """The QoS to use where one must be chosen now: the given one, else ROS 2's default."""
+        return self.qos if self.qos is not None else QosSpec()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceSpec:
+    """A ROS 2 service bridged as a Zenoh queryable (``ros/services`` on each graph).
+
+    ``type`` is ``pkg/srv/Type`` (None: learned from the graph's server). ``timeout``: seconds a
+    call may take end to end before the caller's bridge gives up, logs one line and answers
+    nothing (the ROS client then times out as it would against a dead server).
+    """
+
+    name: str
+    type: str | None = None
+    timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.timeout <= 7 * 24 * 3600.0:
+            msg = f"service {self.name} timeout {self.timeout} is out of range: use seconds > 0"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionSpec:
+    """A ROS 2 action: its ``send_goal``, ``cancel_goal`` and ``get_result`` services and its
+    ``feedback`` and ``status`` topics, bridged as services and topics (``ros/actions.py``).
+
+    ``timeout`` bounds ``send_goal`` and ``cancel_goal``; ``result_timeout`` bounds ``get_result``
+    (a goal may run long).
+    """
+
+    name: str
+    type: str | None = None
+    timeout: float = 10.0
+    result_timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for what, value in (("timeout", self.timeout), ("result_timeout", self.result_timeout)):
+            if not 0.0 < value <= 7 * 24 * 3600.0:
+                msg = f"action {self.name} {what} {value} is out of range: use seconds > 0"
+                raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterfaceDef:
+    """One interface definition that the ROS distribution's stock types lack, carried in the spec
+    to every bridge so it can bridge and validate that type (``ros/interfaces.py``).
+
+    ``name`` is ``pkg/msg/T``, ``pkg/srv/T`` or ``pkg/action/T``; ``format`` the file's kind
+    (``msg``, ``srv``, ``action`` or ``idl``); ``text`` the file's contents as written.
+    """
+
+    name: str
+    format: Literal["msg", "srv", "action", "idl"]
+    text: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +237,14 @@ class NodeSpec:
     log_cmd: bool = False
     topics_in: tuple[TopicSpec, ...] = ()
     topics_out: tuple[TopicSpec, ...] = ()
+    # Services and actions the node serves on its machine, called from the robot; and those served
+    # on the robot that the node calls.
+    services: tuple[ServiceSpec, ...] = ()
+    actions: tuple[ActionSpec, ...] = ()
+    robot_services: tuple[ServiceSpec, ...] = ()
+    robot_actions: tuple[ActionSpec, ...] = ()
+    # Bridge the node's parameter services, so `ros2 param list/get/set` on the robot reach it.
+    bridge_parameters: bool = True
 
     @property
     def process_name(self) -> str:
@@ -235,6 +325,19 @@ class BridgeRunSpec:
     # A topic not listed belongs to the bridge's own node.
     inbound_owners: tuple[tuple[str, tuple[str, ...]], ...] = ()
     outbound_owners: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Services whose real server is on the far side: this bridge serves them on its graph and
+    # forwards each call over Zenoh (``remote_services``); services whose real server is on this
+    # side's graph: this bridge answers Zenoh queries by calling it (``local_services``). Actions
+    # arrive here already expanded into services and topics (``ros/actions.py``).
+    remote_services: tuple[ServiceSpec, ...] = ()
+    local_services: tuple[ServiceSpec, ...] = ()
+    # Which of ``proxy_nodes`` own each remote service's server on this graph (as for topics).
+    service_owners: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The machine whose graph has each remote service's real server, as (service name, machine),
+    # so a call that gets no answer is logged naming it; a service not listed is "the far side".
+    service_machines: tuple[tuple[str, str], ...] = ()
+    # Interface definitions the distro's stock types lack (the deployment's ``interfaces``).
+    interfaces: tuple[InterfaceDef, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,6 +358,9 @@ class DeploymentSpec:
     # Each process's stdout and stderr files are rotated before they grow past this many bytes
     # (fogros_dist/rotating_log.py keeps 3 older parts of each: at most 4x this per stream).
     log_max_bytes: int = 10 * 1024 * 1024
+    # Interface definitions the distro's stock types lack, found at plan time in the robot's
+    # AMENT_PREFIX_PATH and the workspace (``ros/interfaces.py``), for every bridge.
+    interfaces: tuple[InterfaceDef, ...] = ()
 
     def __post_init__(self) -> None:
         if not 4096 <= self.log_max_bytes <= 1 << 40:
@@ -366,7 +472,12 @@ def _decode(tp: Any, data: Any, where: str) -> Any:
             raise ConfigError(msg)
         return data
     if origin is Union or origin is types.UnionType:
-        for option in typing.get_args(tp):
+        options = typing.get_args(tp)
+        present = [o for o in options if o is not type(None)]
+        if len(present) == 1 and len(options) == 2:
+            # An optional field: null, or the one type, whose own error names the inner field.
+            return None if data is None else _decode(present[0], data, where)
+        for option in options:
             try:
                 return _decode(option, data, where)
             except ConfigError:

@@ -21,6 +21,8 @@ PINS=(
   'tomli==2.2.1; python_version < "3.11"'
   catkin-pkg==1.1.1
   packaging==26.3
+  simplejpeg==1.9.0
+  zstandard==0.25.0
   paramiko==5.1.0
   cryptography==50.0.2
   boto3==1.44.5

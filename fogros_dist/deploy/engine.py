@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fogros_dist.deploy.node_command import files_dir, node_arguments, node_environment, screen_sink
-from fogros_dist.deploy.plan import ROBOT, Plan, make_plan
+from fogros_dist.deploy.plan import ROBOT, Plan, bridged_services, bridged_topics, make_plan
 from fogros_dist.deploy.stages import Reporter, Stage
 from fogros_dist.deploy.state import DeploymentState, StateStore
 from fogros_dist.deploy.teardown import (
@@ -358,6 +358,11 @@ class Deployment:
                 domain_id=int(dict(host.env).get("ROS_DOMAIN_ID", "0")),
                 stats_path=str(Path(host.workdir) / "bridge-stats.json"),
                 node_name=bridge_node_name(self.spec.name, machine=host.machine),
+                interfaces=plan.spec.interfaces,
+                # Its nodes' servers answer the robot's calls; the robot's serve its nodes' calls.
+                local_services=machine_plan.services,
+                remote_services=machine_plan.robot_services,
+                service_machines=tuple((s.name, ROBOT) for s in machine_plan.robot_services),
             )
             local_spec = self.state_dir / f"bridge-{host.machine}.json"
             local_spec.write_text(to_json(run_spec))
@@ -379,13 +384,19 @@ class Deployment:
         proxies: list[str] = []
         publishers: dict[str, list[str]] = {t.name: [] for t in plan.robot_inbound}
         subscribers: dict[str, list[str]] = {t.name: [] for t in plan.robot_outbound}
+        # Each service a node serves is served on the robot by that node's stand-in, so `ros2
+        # node info` and `ros2 param` find it there.
+        servers: dict[str, list[str]] = {s.name: [] for s in plan.robot_remote_services}
         for node in self.spec.nodes:
             proxy = full_node_name(namespace=node.namespace, name=node.name)
             proxies.append(proxy)
-            for topic in node.topics_out:
+            topics_in, topics_out = bridged_topics(node)
+            for topic in topics_out:
                 publishers.get(topic.name, []).append(proxy)
-            for topic in node.topics_in:
+            for topic in topics_in:
                 subscribers.get(topic.name, []).append(proxy)
+            for service in bridged_services(node)[0]:
+                servers.get(service.name, []).append(proxy)
         robot_spec = BridgeRunSpec(
             deployment=self.spec.name,
             side="robot",
@@ -398,9 +409,14 @@ class Deployment:
             domain_id=self._robot_domain_id,
             stats_path=str(self.state_dir / "robot-bridge-stats.json"),
             node_name=bridge_node_name(self.spec.name),
+            interfaces=plan.spec.interfaces,
             proxy_nodes=tuple(dict.fromkeys(proxies)),
             inbound_owners=tuple((name, tuple(nodes)) for name, nodes in publishers.items() if nodes),
             outbound_owners=tuple((name, tuple(nodes)) for name, nodes in subscribers.items() if nodes),
+            remote_services=plan.robot_remote_services,
+            local_services=plan.robot_local_services,
+            service_owners=tuple((name, tuple(nodes)) for name, nodes in servers.items() if nodes),
+            service_machines=tuple((s.name, m.machine) for m in plan.machines for s in m.services),
         )
         robot_spec_path = self.state_dir / "bridge-robot.json"
         robot_spec_path.write_text(to_json(robot_spec))

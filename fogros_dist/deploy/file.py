@@ -22,7 +22,12 @@ A node takes what a launch file's CloudNode takes: ``namespace``, ``parameters``
 ``--params-file`` in order), ``files`` (more files to ship: paths, or a table name = path),
 ``remappings``, ``arguments``, ``ros_arguments``, ``env``, ``prefix`` (a string, split like a
 shell does), ``respawn``, ``respawn_delay``, ``respawn_max_retries``, ``sigterm_timeout``,
-``sigkill_timeout``, ``output``, ``exec_name``, ``log_cmd``. Relative paths are taken from the
+``sigkill_timeout``, ``output``, ``exec_name``, ``log_cmd``, and the services and actions to
+bridge: ``services``/``actions`` (served by the node, called from the robot) and
+``robot_services``/``robot_actions`` (served on the robot, called by the node), each
+``"/name"``, ``"/name:pkg/srv/Type"`` (``pkg/action/Type``) or a table with ``timeout`` (and for
+an action ``result_timeout``); ``bridge_parameters = false`` keeps the node's parameter services
+off the robot. Relative paths are taken from the
 current directory; relative topic names from the node's namespace. ``log_max_bytes`` (top level)
 sets the size at which each process's output files rotate (default 10 MiB).
 
@@ -42,7 +47,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,9 +55,18 @@ else:  # Python 3.10 (Ubuntu 22.04, ROS 2 Humble): the same parser, from PyPI
     import tomli as tomllib
 
 from fogros_dist.errors import ConfigError
-from fogros_dist.spec import DeploymentSpec, TopicSpec, from_json
+from fogros_dist.spec import ActionSpec, DeploymentSpec, ServiceSpec, TopicSpec, from_json
 
-__all__ = ["absolute_topic", "check_text", "load_deployment_file", "parse_deployment", "topic_from_user"]
+__all__ = [
+    "absolute_name",
+    "absolute_topic",
+    "action_from_user",
+    "check_text",
+    "load_deployment_file",
+    "parse_deployment",
+    "service_from_user",
+    "topic_from_user",
+]
 
 # A deployment file is a few KiB; this bounds what a wrong path (a log, a device) can cost.
 MAX_FILE_BYTES = 1024 * 1024
@@ -77,10 +91,54 @@ def topic_from_user(value: object, *, where: str = "topic") -> TopicSpec:
             # a string), naming it.
             return from_json(TopicSpec, dict(value))
         except ConfigError as err:
-            msg = f"{where}: {err}: a topic takes name, type and qos (a table)"
+            msg = f"{where}: {err}: a topic takes name, type, qos (a table) and codec"
             raise ConfigError(msg) from err
     msg = f"{where}: {value!r} is not a topic: use '/name', '/name:pkg/msg/Type' or a table"
     raise ConfigError(msg)
+
+
+def service_from_user(value: object, *, where: str = "service") -> ServiceSpec:
+    """A ServiceSpec from ``"/name"``, ``"/name:pkg/srv/Type"``, a mapping (name, type, timeout)
+    or a ServiceSpec."""
+    if isinstance(value, ServiceSpec):
+        return value
+    return _named_from_user(ServiceSpec, value, where=where, kind="service", example="pkg/srv/Type")
+
+
+def action_from_user(value: object, *, where: str = "action") -> ActionSpec:
+    """An ActionSpec from ``"/name"``, ``"/name:pkg/action/Type"``, a mapping (name, type,
+    timeout, result_timeout) or an ActionSpec."""
+    if isinstance(value, ActionSpec):
+        return value
+    return _named_from_user(ActionSpec, value, where=where, kind="action", example="pkg/action/Type")
+
+
+_Named = TypeVar("_Named", ServiceSpec, ActionSpec)
+
+
+def _named_from_user(cls: type[_Named], value: object, *, where: str, kind: str, example: str) -> _Named:
+    if isinstance(value, str):
+        name, _, type_name = value.partition(":")
+        return cls(name=name, type=type_name or None)
+    if isinstance(value, Mapping):
+        try:
+            return from_json(cls, dict(value))
+        except ConfigError as err:
+            fields = ", ".join(f.name for f in dataclasses.fields(cls))
+            msg = f"{where}: {err}: a {kind} takes {fields}"
+            raise ConfigError(msg) from err
+    msg = f"{where}: {value!r} is not a {kind}: use '/name', '/name:{example}' or a table"
+    raise ConfigError(msg)
+
+
+def absolute_name(name: str, *, namespace: str, node: str) -> str:
+    """A relative topic, service or action name resolved as the node resolves it: ``name`` in
+    the node's ``namespace`` ("" is the root), ``~/name`` under the node itself."""
+    if name.startswith("/"):
+        return name
+    if name == "~" or name.startswith("~/"):
+        return f"{namespace}/{node}{name[1:]}"
+    return f"{namespace}/{name}"
 
 
 def absolute_topic(topic: TopicSpec, *, namespace: str, node: str) -> TopicSpec:
@@ -135,6 +193,7 @@ def parse_deployment(
             if isinstance(namespace, str) and isinstance(name, str):
                 topics = [absolute_topic(t, namespace=namespace, node=name) for t in topics]
             node[key] = [_topic_dict(t) for t in topics]
+        _services_and_actions(node, at)
         nodes.append(node)
     doc["machines"] = machines
     doc["nodes"] = nodes
@@ -304,6 +363,20 @@ def _shipped_files(node: dict[str, Any], at: str, base: Path) -> None:
         node["parameter_files"] = names
 
 
+def _services_and_actions(node: dict[str, Any], at: str) -> None:
+    """``services``/``robot_services`` and ``actions``/``robot_actions`` as the spec's, in place,
+    with relative names resolved in the node's namespace (as its topics')."""
+    namespace, name = node.get("namespace", ""), node.get("name")
+    for key in ("services", "robot_services", "actions", "robot_actions"):
+        if key not in node:
+            continue
+        parse = service_from_user if "services" in key else action_from_user
+        items = [parse(v, where=f"{at}.{key}") for v in _list(node[key], f"{at}.{key}")]
+        if isinstance(namespace, str) and isinstance(name, str):
+            items = [replace(i, name=absolute_name(i.name, namespace=namespace, node=name)) for i in items]
+        node[key] = [dataclasses.asdict(i) for i in items]
+
+
 def _pairs_field(item: dict[str, Any], key: str) -> dict[str, Any]:
     value = item.get(key)
     if isinstance(value, Mapping):
@@ -312,12 +385,7 @@ def _pairs_field(item: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _topic_dict(topic: TopicSpec) -> dict[str, Any]:
-    return {
-        "name": topic.name,
-        "type": topic.type,
-        "qos": {
-            "reliability": topic.qos.reliability,
-            "durability": topic.qos.durability,
-            "depth": topic.qos.depth,
-        },
-    }
+    item: dict[str, Any] = {"name": topic.name, "type": topic.type, "codec": topic.codec}
+    if topic.qos is not None:
+        item["qos"] = dataclasses.asdict(topic.qos)
+    return item

@@ -8,18 +8,23 @@ which topics each side's bridge carries in which direction.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fogros_dist.deploy.state import validate_deployment_name
 from fogros_dist.deploy.workspace import workspace_for
 from fogros_dist.errors import ConfigError
 from fogros_dist.registry import get_provider
-from fogros_dist.spec import DeploymentSpec, MachineSpec, NodeSpec, TopicSpec
+from fogros_dist.spec import DeploymentSpec, InterfaceDef, MachineSpec, NodeSpec, ServiceSpec, TopicSpec
 
-__all__ = ["ROBOT", "MachinePlan", "Plan", "make_plan"]
+if TYPE_CHECKING:
+    from fogros_dist.ros.types import MessageTypes
+
+__all__ = ["ROBOT", "MachinePlan", "Plan", "bridged_services", "bridged_topics", "make_plan"]
 
 # The robot's own side of a deployment: its bridge, logs and stage lines go by this name.
 ROBOT = "robot"
@@ -35,17 +40,26 @@ _OUTPUTS = ("screen", "log", "both")
 
 @dataclass(frozen=True, kw_only=True)
 class MachinePlan:
-    """One machine's share: its bridge carries ``inbound`` (robot -> machine) and ``outbound``."""
+    """One machine's share: its bridge carries ``inbound`` (robot -> machine) and ``outbound``
+    topics (its nodes' own, and their actions' feedback and status), the ``services`` its nodes
+    serve to the robot (their own, their actions' and their parameter services) and the
+    ``robot_services`` served on the robot that its nodes call."""
 
     machine: str
     provider: str
     inbound: tuple[TopicSpec, ...]
     outbound: tuple[TopicSpec, ...]
+    services: tuple[ServiceSpec, ...] = ()
+    robot_services: tuple[ServiceSpec, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
-    """A validated deployment and each bridge's topics."""
+    """A validated deployment and each bridge's topics.
+
+    ``spec`` is the deployment as given, with ``interfaces`` completed: every definition of a
+    type the distro's stock types lack that its topics, services and actions use.
+    """
 
     spec: DeploymentSpec
     machines: tuple[MachinePlan, ...]
@@ -59,6 +73,16 @@ class Plan:
     def robot_inbound(self) -> tuple[TopicSpec, ...]:
         """Topics the robot receives: every machine's outbound topics, once each."""
         return _unique(t for m in self.machines for t in m.outbound)
+
+    @property
+    def robot_remote_services(self) -> tuple[ServiceSpec, ...]:
+        """Services the robot bridge serves for servers on machines: every machine's services."""
+        return _unique_services(s for m in self.machines for s in m.services)
+
+    @property
+    def robot_local_services(self) -> tuple[ServiceSpec, ...]:
+        """Services served on the robot that machines call: every machine's robot_services, once."""
+        return _unique_services(s for m in self.machines for s in m.robot_services)
 
 
 def make_plan(spec: DeploymentSpec) -> Plan:
@@ -80,6 +104,10 @@ def make_plan(spec: DeploymentSpec) -> Plan:
             raise ConfigError(msg)
         seen_machines.add(machine.name)
         get_provider(machine.provider).validate(machine)
+    # The definitions the distro's stock types lack, registered so the checks below know them.
+    interfaces = _interfaces_for(spec, types)
+    if interfaces != spec.interfaces:
+        spec = dataclasses.replace(spec, interfaces=interfaces)
     seen_nodes: set[str] = set()
     seen_processes: set[str] = set()
     for node in spec.nodes:
@@ -99,10 +127,15 @@ def make_plan(spec: DeploymentSpec) -> Plan:
         spec.machine(node.machine)
         _check_node_settings(node, full)
         _check_files(node, full)
+        _check_services(node, full)
         for topic in (*node.topics_in, *node.topics_out):
             validate_topic_name(topic.name)
             if topic.type is not None:
                 types.resolve(topic.type)
+            # A bad codec fails here, before anything starts, not in the bridge on the machine.
+            from fogros_dist.net.codecs import check_codec_for_type, parse_codec
+
+            check_codec_for_type(parse_codec(topic.codec, topic=topic.name), topic.type, topic=topic.name)
         both = {t.name for t in node.topics_in} & {t.name for t in node.topics_out}
         if both:
             msg = (
@@ -114,6 +147,52 @@ def make_plan(spec: DeploymentSpec) -> Plan:
         if get_provider(machine.provider).capabilities.remote:
             # A workspace that does not exist, or a package.xml colcon would refuse, fails now.
             workspace_for(spec, machine.name)
+    machines = _machine_plans(spec)
+    _check_single_producer(machines)
+    _check_single_server(machines)
+    _warn_qos_conflicts(spec)
+    return Plan(spec=spec, machines=tuple(machines))
+
+
+def _interfaces_for(spec: DeploymentSpec, types: MessageTypes) -> tuple[InterfaceDef, ...]:
+    """The spec's own interface definitions, then those its topics', services' and actions'
+    types need from the robot's AMENT_PREFIX_PATH and the deployment's workspaces.
+
+    Raises:
+        UnknownMessageType: a type is defined nowhere (where it looked, and the fix).
+        ConfigError: a definition does not parse.
+    """
+    from fogros_dist.errors import UnknownMessageType
+    from fogros_dist.ros.interface_text import split_interface_name
+    from fogros_dist.ros.interfaces import InterfaceIndex, needed_interfaces, register_interfaces
+    from fogros_dist.workspace.overlay import overlay_workspaces
+
+    register_interfaces(types, spec.interfaces)
+    wanted: list[str] = []
+    for node in spec.nodes:
+        named: list[str | None] = [t.type for t in (*node.topics_in, *node.topics_out)]
+        named += [s.type for s in (*node.services, *node.robot_services)]
+        named += [a.type for a in (*node.actions, *node.robot_actions)]
+        for name in named:
+            try:
+                split_interface_name(name or "")
+            except UnknownMessageType:
+                continue  # none (learned from the graph), or malformed: its own check names it
+            wanted.append(str(name))
+    if all(types.knows_interface(name) for name in wanted):
+        return spec.interfaces
+    workspaces = [Path(spec.workspace).expanduser()] if spec.workspace else []
+    for machine in spec.machines:
+        option = machine.option("workspace")
+        if option:
+            workspaces.append(Path(str(option)).expanduser())
+    index = InterfaceIndex.from_environment(workspaces=(*workspaces, *overlay_workspaces()))
+    found = needed_interfaces(wanted, types=types, index=index)
+    register_interfaces(types, found)
+    return (*spec.interfaces, *found)
+
+
+def _machine_plans(spec: DeploymentSpec) -> list[MachinePlan]:
     machines = []
     for machine in spec.machines:
         nodes = spec.nodes_on(machine.name)
@@ -121,12 +200,113 @@ def make_plan(spec: DeploymentSpec) -> Plan:
             MachinePlan(
                 machine=machine.name,
                 provider=machine.provider,
-                inbound=_unique(t for n in nodes for t in n.topics_in),
-                outbound=_unique(t for n in nodes for t in n.topics_out),
+                inbound=_unique(t for n in nodes for t in bridged_topics(n)[0]),
+                outbound=_unique(t for n in nodes for t in bridged_topics(n)[1]),
+                services=_unique_services(s for n in nodes for s in bridged_services(n)[0]),
+                robot_services=_unique_services(s for n in nodes for s in bridged_services(n)[1]),
             )
         )
-    _check_single_producer(machines)
-    return Plan(spec=spec, machines=tuple(machines))
+    return machines
+
+
+def bridged_topics(node: NodeSpec) -> tuple[tuple[TopicSpec, ...], tuple[TopicSpec, ...]]:
+    """The topics the bridges carry for ``node``: (robot -> machine, machine -> robot). Besides
+    its ``topics_in``/``topics_out``, an action's feedback and status topics flow from the side
+    of its server: the node's own ``actions`` back to the robot, its ``robot_actions`` to it."""
+    from fogros_dist.ros.actions import action_parts
+
+    served = tuple(t for a in node.actions for t in action_parts(a).topics)
+    called = tuple(t for a in node.robot_actions for t in action_parts(a).topics)
+    return (*node.topics_in, *called), (*node.topics_out, *served)
+
+
+def bridged_services(node: NodeSpec) -> tuple[tuple[ServiceSpec, ...], tuple[ServiceSpec, ...]]:
+    """The services the bridges carry for ``node``: (served by the node on its machine, served on
+    the robot for the node to call). The first holds its ``services``, its ``actions``' three
+    services and, with ``bridge_parameters``, its parameter services; the second its
+    ``robot_services`` and its ``robot_actions``' services."""
+    from fogros_dist.ros.actions import action_parts
+    from fogros_dist.ros.parameters import parameter_services
+
+    served = [*node.services, *(s for a in node.actions for s in action_parts(a).services)]
+    if node.bridge_parameters:
+        served += parameter_services(namespace=node.namespace, name=node.name)
+    called = [*node.robot_services, *(s for a in node.robot_actions for s in action_parts(a).services)]
+    return tuple(served), tuple(called)
+
+
+def _check_services(node: NodeSpec, full: str) -> None:
+    """Service and action names (topic-name rules) and types (``pkg/srv/T``, ``pkg/action/T``);
+    one name used twice by the node; a name both served by the node and called on the robot."""
+    from fogros_dist.ros.actions import validate_action_type
+    from fogros_dist.ros.names import validate_topic_name, validate_type_name
+
+    for service in (*node.services, *node.robot_services):
+        validate_topic_name(service.name)
+        if service.type is not None:
+            validate_type_name(service.type)
+            if service.type.split("/")[1] != "srv":
+                msg = (
+                    f"node {full!r}: service {service.name} type {service.type!r} is not a service "
+                    f"type: use 'package/srv/Type' (an action goes in actions=)"
+                )
+                raise ConfigError(msg)
+    for action in (*node.actions, *node.robot_actions):
+        validate_topic_name(action.name)
+        if action.type is not None:
+            validate_action_type(action.type)
+    served, called = bridged_services(node)
+    for names, what in (([s.name for s in served], "served by"), ([s.name for s in called], "called by")):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            msg = (
+                f"service {twice[0]} is {what} node {full!r} twice (as a service, an action's part or "
+                f"a parameter service): list it once"
+            )
+            raise ConfigError(msg)
+    both = sorted({s.name for s in served} & {s.name for s in called})
+    if both:
+        msg = (
+            f"node {full!r}: service {both[0]} is both served by the node and called on the robot: "
+            f"a bridged service has its server on one side; remove it from one list"
+        )
+        raise ConfigError(msg)
+
+
+def _unique_services(services: Iterable[ServiceSpec]) -> tuple[ServiceSpec, ...]:
+    by_name: dict[str, ServiceSpec] = {}
+    for service in services:
+        known = by_name.setdefault(service.name, service)
+        if known.type is not None and service.type is not None and known.type != service.type:
+            msg = (
+                f"service {service.name!r} is declared with two types, {known.type!r} and "
+                f"{service.type!r}: use one type per service"
+            )
+            raise ConfigError(msg)
+    return tuple(by_name.values())
+
+
+def _check_single_server(machines: list[MachinePlan]) -> None:
+    # Two machines serving one service to the robot: each call would go to whichever answers first.
+    servers: dict[str, str] = {}
+    for plan in machines:
+        for service in plan.services:
+            other = servers.setdefault(service.name, plan.machine)
+            if other != plan.machine:
+                msg = (
+                    f"service {service.name!r} is served by nodes on two machines ({other!r} and "
+                    f"{plan.machine!r}): give each machine's service its own name"
+                )
+                raise ConfigError(msg)
+    robot_served = {s.name for plan in machines for s in plan.robot_services}
+    for plan in machines:
+        for service in plan.services:
+            if service.name in robot_served:
+                msg = (
+                    f"service {service.name!r} is served on machine {plan.machine!r} and called on the "
+                    f"robot by another node: a bridged service has its server on one side"
+                )
+                raise ConfigError(msg)
 
 
 def _unique(topics: Iterable[TopicSpec]) -> tuple[TopicSpec, ...]:
@@ -140,6 +320,54 @@ def _unique(topics: Iterable[TopicSpec]) -> tuple[TopicSpec, ...]:
             )
             raise ConfigError(msg)
     return tuple(by_name.values())
+
+
+def _warn_qos_conflicts(spec: DeploymentSpec) -> None:
+    """Warn (one line each) about explicit QoS that can be seen to match nothing from the spec
+    alone: a topic one node publishes with a QoS that a node subscribing to it can never match,
+    or a topic subscribed twice with different QoS (the bridge uses the first)."""
+    import logging
+
+    from fogros_dist.ros.qos import describe, mismatch
+    from fogros_dist.spec import QosSpec
+
+    log = logging.getLogger(__name__)
+    offered: dict[str, tuple[str, QosSpec]] = {}
+    requested: dict[str, tuple[str, QosSpec]] = {}
+    for node in spec.nodes:
+        for topic in node.topics_out:
+            if topic.qos is not None:
+                offered.setdefault(topic.name, (node.name, topic.qos))
+        for topic in node.topics_in:
+            if topic.qos is None:
+                continue
+            first = requested.setdefault(topic.name, (node.name, topic.qos))
+            if first[1] != topic.qos:
+                log.warning(
+                    "topic %s: node %r takes it with QoS %s, node %r with %s; the bridge subscribes "
+                    "once, with the first: give both the same qos, or none to mirror the publishers'",
+                    topic.name,
+                    first[0],
+                    describe(first[1]),
+                    node.name,
+                    describe(topic.qos),
+                )
+    for name, (publisher, pub_qos) in offered.items():
+        if name not in requested:
+            continue
+        subscriber, sub_qos = requested[name]
+        reason = mismatch(offered=pub_qos, requested=sub_qos)
+        if reason is not None:
+            log.warning(
+                "topic %s: node %r publishes it with QoS %s, which node %r's %s never matches (%s): "
+                "change one of the two qos, or drop the subscriber's to mirror the publisher's",
+                name,
+                publisher,
+                describe(pub_qos),
+                subscriber,
+                describe(sub_qos),
+                reason,
+            )
 
 
 def _check_single_producer(machines: list[MachinePlan]) -> None:

@@ -8,15 +8,17 @@ from typing import Any
 from launch_ros.actions import Node
 from launch_ros.utilities import normalize_parameters, normalize_remap_rules
 
-from fogros_dist.deploy.file import topic_from_user
+from fogros_dist.deploy.file import action_from_user, service_from_user, topic_from_user
 from fogros_dist.errors import ConfigError
 from fogros_dist.launch.collector import launch_deployments
 from fogros_dist.launch.resolve import CloudNodeArguments, resolve_cloud_node
-from fogros_dist.spec import MachineSpec, TopicSpec
+from fogros_dist.spec import ActionSpec, MachineSpec, ServiceSpec, TopicSpec
 
 __all__ = ["CloudNode"]
 
 TopicLike = str | TopicSpec | Mapping[str, Any]
+ServiceLike = str | ServiceSpec | Mapping[str, Any]
+ActionLike = str | ActionSpec | Mapping[str, Any]
 
 # ExecuteProcess arguments that cannot mean anything for a process on another machine.
 _REFUSED = {
@@ -35,7 +37,12 @@ class CloudNode(Node):  # type: ignore[misc]
 
     ``topics_in`` are carried robot -> machine, ``topics_out`` machine -> robot; each is
     ``"/name"``, ``"/name:pkg/msg/Type"``, a mapping, or a TopicSpec (relative names resolve in the
-    node's namespace). Every ``Node`` argument reaches the process on the machine: ``name``
+    node's namespace). ``services`` and ``actions`` the node serves are called from the robot,
+    ``robot_services`` and ``robot_actions`` served on the robot are called by the node; each is
+    ``"/name"``, ``"/name:pkg/srv/Type"`` (``pkg/action/Type``), a mapping with ``timeout`` (an
+    action also ``result_timeout``), or a ServiceSpec/ActionSpec. ``bridge_parameters`` (default
+    True) bridges the node's parameter services, so ``ros2 param`` on the robot reaches it.
+    Every ``Node`` argument reaches the process on the machine: ``name``
     (default: the executable), ``namespace`` (under any ``PushRosNamespace``), ``parameters``
     (dictionaries and YAML files, shipped), ``remappings`` (after any ``SetRemap``), ``arguments``,
     ``ros_arguments``, ``env``/``additional_env`` (added to the machine's environment, which keeps
@@ -58,6 +65,11 @@ class CloudNode(Node):  # type: ignore[misc]
         executable: Any,
         topics_in: Iterable[TopicLike] = (),
         topics_out: Iterable[TopicLike] = (),
+        services: Iterable[ServiceLike] = (),
+        actions: Iterable[ActionLike] = (),
+        robot_services: Iterable[ServiceLike] = (),
+        robot_actions: Iterable[ActionLike] = (),
+        bridge_parameters: Any = True,
         name: Any = None,
         namespace: Any = None,
         exec_name: Any = None,
@@ -116,6 +128,13 @@ class CloudNode(Node):  # type: ignore[misc]
             machine=machine,
             topics_in=tuple(topic_from_user(t, where="CloudNode topics_in") for t in topics_in),
             topics_out=tuple(topic_from_user(t, where="CloudNode topics_out") for t in topics_out),
+            services=tuple(service_from_user(s, where="CloudNode services") for s in services),
+            actions=tuple(action_from_user(a, where="CloudNode actions") for a in actions),
+            robot_services=tuple(
+                service_from_user(s, where="CloudNode robot_services") for s in robot_services
+            ),
+            robot_actions=tuple(action_from_user(a, where="CloudNode robot_actions") for a in robot_actions),
+            bridge_parameters=bridge_parameters,
             name=name,
             namespace=namespace,
             exec_name=exec_name,

@@ -14,7 +14,8 @@ here for one that starts on another machine (same rules on Humble and Jazzy):
 - remappings: ``SetRemap`` globals (``ros_remaps``) first, then the node's own;
 - everything else substituted; ``prefix`` split as a shell would.
 
-Relative topic names in ``topics_in``/``topics_out`` resolve against the node's namespace.
+Relative topic, service and action names resolve against the node's namespace (``~/x`` under
+the node itself).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml  # type: ignore[import-untyped]  # ships with launch; no stubs in the venv
 from launch.conditions import evaluate_condition_expression
@@ -34,9 +35,17 @@ from launch.utilities import normalize_to_list_of_substitutions, perform_substit
 from launch_ros.parameter_descriptions import Parameter
 from launch_ros.utilities import evaluate_parameters, make_namespace_absolute, prefix_namespace
 
-from fogros_dist.deploy.file import absolute_topic
+from fogros_dist.deploy.file import absolute_name, absolute_topic
 from fogros_dist.errors import ConfigError
-from fogros_dist.spec import MachineSpec, NodeSpec, OutputMode, ShippedFile, TopicSpec
+from fogros_dist.spec import (
+    ActionSpec,
+    MachineSpec,
+    NodeSpec,
+    OutputMode,
+    ServiceSpec,
+    ShippedFile,
+    TopicSpec,
+)
 
 __all__ = ["CloudNodeArguments", "resolve_cloud_node"]
 
@@ -57,6 +66,11 @@ class CloudNodeArguments:
     machine: MachineSpec
     topics_in: tuple[TopicSpec, ...] = ()
     topics_out: tuple[TopicSpec, ...] = ()
+    services: tuple[ServiceSpec, ...] = ()
+    actions: tuple[ActionSpec, ...] = ()
+    robot_services: tuple[ServiceSpec, ...] = ()
+    robot_actions: tuple[ActionSpec, ...] = ()
+    bridge_parameters: Any = True
     name: Any = None
     namespace: Any = None
     exec_name: Any = None
@@ -124,7 +138,19 @@ def resolve_cloud_node(raw: CloudNodeArguments, context: Any, *, staging: Callab
         log_cmd=bool(raw.log_cmd),
         topics_in=tuple(absolute_topic(t, namespace=ns, node=name) for t in raw.topics_in),
         topics_out=tuple(absolute_topic(t, namespace=ns, node=name) for t in raw.topics_out),
+        services=tuple(_absolute(s, namespace=ns, node=name) for s in raw.services),
+        actions=tuple(_absolute(a, namespace=ns, node=name) for a in raw.actions),
+        robot_services=tuple(_absolute(s, namespace=ns, node=name) for s in raw.robot_services),
+        robot_actions=tuple(_absolute(a, namespace=ns, node=name) for a in raw.robot_actions),
+        bridge_parameters=_flag(context, raw.bridge_parameters, what=f"CloudNode {full}: bridge_parameters"),
     )
+
+
+_Named = TypeVar("_Named", ServiceSpec, ActionSpec)
+
+
+def _absolute(item: _Named, *, namespace: str, node: str) -> _Named:
+    return replace(item, name=absolute_name(item.name, namespace=namespace, node=node))
 
 
 def _text(context: Any, value: Any) -> str:

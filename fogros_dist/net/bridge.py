@@ -22,11 +22,22 @@ Wire format beyond the payload:
   (:mod:`fogros_dist.net.link_health`, the stats' ``link`` section).
 * **size limit**: messages larger than ``BridgeSpec.max_message_bytes`` are dropped and counted
   (``dropped_oversize``) by whichever side sees them first, before they are copied again.
-* **type announcement**: the side that reads a topic from its graph declares a liveliness token
-  ``@ros2_lv/<zid>/MP/<key with / as %>/<type with / as %>/<reliability>,<durability>,<depth>``
-  (the shape of zenoh-bridge-ros2dds' message-publisher tokens). A receiving side whose
-  ``TopicSpec.type`` is None creates its graph publisher when the token arrives; one whose
-  producing side has ``type`` None learns the type from its graph with ``discover_type`` first.
+* **type and QoS announcement**: the side that reads a topic from its graph declares
+  zenoh-bridge-ros2dds 1.x's publisher token ``@/<zid>/@ros2_lv/MP/<key>/<type>/<qos>`` (``/`` as
+  ``§``; QoS ``<keyless>:<reliability>:<durability>:<history>,<depth>:<typehash=...;>``:
+  :mod:`fogros_dist.net.ros2dds_keys`). With ``TopicSpec.qos`` None the producing side takes
+  type and QoS from the graph's publishers (``discover_topic``: what matches them all), holding
+  what its provisional default-QoS subscription receives until then, and announces only the QoS
+  it settled on; the receiving side publishes on its graph with the announced QoS (a type it was
+  not given, too), switching from ROS's default when the announcement comes after the first
+  messages. An explicit QoS is used as is; publishers it can never match are one warning line.
+* **transient-local cache**: a transient-local topic is put through a ``zenoh.ext``
+  AdvancedPublisher that caches its latest ``depth`` samples (numbered, so the receiver orders and
+  deduplicates them); the receiving side's AdvancedSubscriber queries those caches when it starts
+  and whenever a new producer appears, and its graph publisher is transient local with that
+  depth, so DDS serves late joiners there. A replayed message (taken from the far graph before
+  this side subscribed) is published without a latency, which would only be its age; it is in
+  sequence like any other, so replays are never ``lost`` nor ``seq_resets``.
 * **nodes**: on its graph the bridge is a node of its own (``BridgeRunSpec.node_name``, given when
   the graph is opened); on the robot each bridged topic's endpoint belongs to the offloaded nodes
   that use it on the far side (``inbound_owners`` / ``outbound_owners``), so ``ros2 node info
@@ -51,51 +62,55 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zenoh
+import zenoh.ext
 
 from fogros_dist.errors import BridgeError, ConfigError, FogError
 from fogros_dist.net.cdr_check import CdrValidator
+from fogros_dist.net.closing import quietly, undeclare
+from fogros_dist.net.codecs import CodecError, FrameDecoder, TopicEncoder, check_codec_for_type, parse_codec
 from fogros_dist.net.control import ControlChannel
 from fogros_dist.net.delivery import TopicDelivery
 from fogros_dist.net.link_health import LinkMonitor
+from fogros_dist.net.ros2dds_keys import name_to_key, parse_token, publisher_token, token_pattern
 from fogros_dist.net.sender import ATTACHMENT, TopicSender
 from fogros_dist.net.sequence import SequenceTracker
 from fogros_dist.net.stats import BridgeStats, Direction, TopicStats
 from fogros_dist.ros.graph import RawPublisher, RawSubscription, RosGraph
-from fogros_dist.ros.names import validate_topic_name, zenoh_key
+from fogros_dist.ros.names import validate_topic_name
 from fogros_dist.ros.node_names import parse_node_name
+from fogros_dist.ros.qos import describe, mismatch
 from fogros_dist.ros.types import MessageTypes
-from fogros_dist.spec import BridgeRunSpec, TopicSpec
+from fogros_dist.spec import BridgeRunSpec, QosSpec, TopicSpec
 
 __all__ = [
     "ATTACHMENT",
     "Bridge",
     "bridge_token_key",
-    "decode_type_token",
     "query_stats",
     "stats_key",
-    "type_token_key",
     "wait_for_peer_bridge",
 ]
 
 _log = logging.getLogger(__name__)
 
-_TYPE_TOKEN_PREFIX = "@ros2_lv"
 _FORBIDDEN_IN_CHUNK = set("/*$#?@ ")
 # How long one discover_type() call may block: bounds how long close() waits for a discovery
 # thread, while a longer wait would not find a publisher any sooner.
 _DISCOVERY_SLICE_S = 0.25
-
-
-def _escape(text: str) -> str:
-    # A key chunk cannot contain '/', so topic and type names travel with '/' as '%' (as
-    # zenoh-bridge-ros2dds and rmw_zenoh escape them); neither ever contains '%' itself.
-    return text.replace("/", "%")
+# The most messages an inbound topic keeps for a transient-local publisher that replaces its
+# first one (latched topics rarely keep more than one).
+_RECENT_MESSAGES = 16
+_RECENT_BYTES = 32 * 1024 * 1024
+# How often a topic's publishers are looked at again once it is bridged, for one that its
+# subscription's QoS can never match (warned about once).
+_QOS_WATCH_S = 2.0
 
 
 def _check_chunk(value: str, what: str) -> str:
@@ -130,28 +145,6 @@ def stats_key(*, deployment: str, machine: str) -> str:
     return (
         f"@fogros/{_check_chunk(deployment, 'deployment name')}/{_check_chunk(machine, 'machine name')}/stats"
     )
-
-
-def type_token_key(*, zid: str, topic: TopicSpec) -> str:
-    """The liveliness key announcing that this session publishes ``topic`` (type set) on Zenoh.
-
-    Raises:
-        ConfigError: the topic has no type.
-        InvalidTopicName: the topic name is invalid.
-    """
-    if topic.type is None:
-        msg = f"topic {topic.name} has no type to announce: learn it with discover_type() first"
-        raise ConfigError(msg)
-    qos = f"{topic.qos.reliability},{topic.qos.durability},{topic.qos.depth}"
-    return f"{_TYPE_TOKEN_PREFIX}/{zid}/MP/{_escape(zenoh_key(topic.name))}/{_escape(topic.type)}/{qos}"
-
-
-def decode_type_token(key: str) -> tuple[str, str] | None:
-    """``(topic name, type name)`` from a :func:`type_token_key` key, or None for another shape."""
-    parts = key.split("/")
-    if len(parts) < 5 or parts[0] != _TYPE_TOKEN_PREFIX or parts[2] != "MP":
-        return None
-    return "/" + parts[3].replace("%", "/"), parts[4].replace("%", "/")
 
 
 def wait_for_peer_bridge(session: zenoh.Session, *, deployment: str, machine: str, timeout: float) -> None:
@@ -212,35 +205,82 @@ def query_stats(
     raise BridgeError(msg)
 
 
+class _ZenohPut:
+    """The Zenoh publisher an outbound topic's sender puts on. Replaceable (by a caching one once
+    the topic turns out to be transient local) without a new sender, whose numbering goes on."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target  # zenoh.Publisher, or zenoh.ext.AdvancedPublisher (transient local)
+
+    def put(self, payload: bytes, *, attachment: bytes) -> None:
+        self.target.put(payload, attachment=attachment)
+
+
 @dataclass
 class _Outbound:
-    """One topic read from the graph and put on Zenoh."""
+    """One topic read from the graph and put on Zenoh; publisher and sender exist once its type
+    and QoS are known (given, or discovered on the graph)."""
 
     topic: TopicSpec
     key: str
     stats: TopicStats
-    publisher: Any  # zenoh.Publisher
-    sender: TopicSender
+    publisher: _ZenohPut | None = None
+    sender: TopicSender | None = None
+    qos: QosSpec | None = None
     subscription: RawSubscription | None = None
     token: Any = None  # zenoh.LivelinessToken
+    # Set once the publishers' QoS was discovered and mirrored (or the given one checked).
+    mirrored: bool = False
+    # While a topic subscribed up front with ROS's default QoS waits to mirror its publishers':
+    # what it received meanwhile, forwarded once the QoS stands (or dropped when a
+    # transient-local subscription will get it again from the publishers' history).
+    held: deque[bytes] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Counts (re)subscriptions: a replaced subscription's late callbacks are ignored.
+    generation: int = 0
+    warned_qos: bool = False
+    # The topic's codec (net/codecs.py), made once the type is known; None: CDR as it is.
+    encoder: TopicEncoder | None = None
 
 
 @dataclass
 class _Inbound:
-    """One topic taken from Zenoh and published on the graph."""
+    """One topic taken from Zenoh and published on the graph; its Zenoh subscriber, delivery and
+    graph publisher exist once its type and QoS are known (given, or from the announcement)."""
 
     topic: TopicSpec
     key: str
     stats: TopicStats
     type_name: str | None
     tracker: SequenceTracker
+    qos: QosSpec | None = None
     delivery: TopicDelivery | None = None
     publisher: RawPublisher | None = None
-    subscriber: Any = None  # zenoh.Subscriber
-    type_watch: Any = None  # zenoh.Subscriber on type tokens
+    subscriber: Any = None  # zenoh.Subscriber, or zenoh.ext.AdvancedSubscriber (transient local)
+    type_watch: Any = None  # zenoh.Subscriber on publisher tokens
+    # time.time_ns() when a transient-local subscriber started: messages taken from the far
+    # graph before it are replays of the far side's cache (no latency, no pacing).
+    history_since_ns: int = 0
+    # The latest sequence number a volatile subscriber delivered before it was switched to a
+    # transient-local one (whose cache replies repeat it); 0 once live messages arrive.
+    delivered_through: int = 0
+    # The sequence number of the latest message handed to delivery (to be published).
+    offered_through: int = 0
+    # Held while a message is forwarded and while the topic's publisher and subscriber change.
+    switch_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Counts Zenoh subscribers made: a replaced one's callbacks forward nothing.
+    sub_generation: int = 0
+    # Until the announcement says the QoS (type known, no QoS given): the latest messages
+    # published, so that a transient-local publisher replacing the first one holds them too.
+    recent: deque[bytes] | None = None
+    recent_lock: threading.Lock = field(default_factory=threading.Lock)
+    replayed: int = 0
     warned_malformed: bool = False
     warned_reset: bool = False
     warned_publish: bool = False
+    # Turns codec frames back into CDR (whatever codec the sender chose; raw CDR passes).
+    decoder: FrameDecoder | None = None
+    warned_codec: bool = False
 
 
 class Bridge:
@@ -404,24 +444,25 @@ class Bridge:
         if self._control is not None:
             self._control.close()  # says goodbye first: the peers do not count this as an outage
         for declared in reversed(self._declared):
-            _undeclare(declared)
+            undeclare(declared)
         self._declared.clear()
         # Inbound first: stop Zenoh deliveries before their graph publishers go away.
         for route in self._inbound:
-            _undeclare(route.type_watch)
-            _undeclare(route.subscriber)
+            undeclare(route.type_watch)
+            undeclare(route.subscriber)
             if route.delivery is not None:
                 route.delivery.close()
             publisher, route.publisher = route.publisher, None
             if publisher is not None:
-                _quietly(publisher.close, f"closing the graph publisher of {route.topic.name}")
+                quietly(publisher.close, f"closing the graph publisher of {route.topic.name}")
         for out in self._outbound:
             subscription, out.subscription = out.subscription, None
             if subscription is not None:
-                _quietly(subscription.close, f"closing the graph subscription of {out.topic.name}")
-            out.sender.close()
-            _undeclare(out.token)
-            _undeclare(out.publisher)
+                quietly(subscription.close, f"closing the graph subscription of {out.topic.name}")
+            if out.sender is not None:
+                out.sender.close()
+            undeclare(out.token)
+            undeclare(None if out.publisher is None else out.publisher.target)
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join()
@@ -438,68 +479,222 @@ class Bridge:
     # -- outbound: graph -> Zenoh ----------------------------------------------------------------
 
     def _add_outbound(self, topic: TopicSpec) -> None:
-        reliable = topic.qos.reliability == "reliable"
-        key = zenoh_key(topic.name)
-        publisher = self._session.declare_publisher(
-            key,
-            # BLOCK: a reliable topic must not lose a frame to a momentarily full queue; a
-            # best-effort one would rather drop a stale frame than delay the next one.
-            congestion_control=zenoh.CongestionControl.BLOCK if reliable else zenoh.CongestionControl.DROP,
-            reliability=zenoh.Reliability.RELIABLE if reliable else zenoh.Reliability.BEST_EFFORT,
-            # Our own inbound subscriber on the same key (a topic flowing both ways through this
-            # side) must not receive what we send: that would echo it back onto the graph.
-            allowed_destination=zenoh.Locality.REMOTE,
-        )
+        key = name_to_key(topic.name)
         stats = self._stats.topic(topic.name, "outbound", type_name=topic.type)
-        sender = TopicSender(
-            name=topic.name,
-            publisher=publisher,
-            stats=stats,
-            reliable=reliable,
-            depth=topic.qos.depth,
-            closing=self._closing,
-        )
-        route = _Outbound(topic=topic, key=key, stats=stats, publisher=publisher, sender=sender)
+        route = _Outbound(topic=topic, key=key, stats=stats)
         self._outbound.append(route)
-        self._senders[topic.name] = sender
         if topic.type is not None:
-            self._attach_outbound(route, topic.type)
-        else:
-            self._spawn(f"discover {topic.name}", lambda: self._discover_outbound(route))
+            # Subscribed up front (the offloaded node's subscription shows on the graph at once);
+            # without a QoS, ROS's default stands until the publishers' QoS is discovered.
+            if topic.qos is None:
+                route.held = deque()
+            # Announced once the QoS stands: a far side never mirrors the provisional one.
+            self._attach_outbound(route, topic.type, topic.effective_qos, announce=topic.qos is not None)
+        # The graph's publishers say what is missing (type, QoS or both), and are then watched
+        # for a QoS that the subscription can never match.
+        self._spawn(f"discover {topic.name}", lambda: self._discover_outbound(route))
 
     def _discover_outbound(self, route: _Outbound) -> None:
         name = route.topic.name
         while not self._closing.is_set():
             try:
-                found = self._graph.discover_type(name, _DISCOVERY_SLICE_S)
+                found = self._graph.discover_topic(name, _DISCOVERY_SLICE_S)
             except FogError as err:
                 if not self._closing.is_set():
-                    _log.error("cannot learn the type of %s: %s", name, err)
+                    _log.error("cannot learn the type and QoS of %s: %s", name, err)
+                if route.token is None and route.qos is not None and route.topic.type is not None:
+                    self._announce(route, route.topic.type, route.qos, log_errors=True)
+                self._release_held(route, forward=True)
                 return
-            if found is not None:
-                _log.info("learned type of %s from the graph: %s", name, found)
+            if found is None:
+                continue
+            if route.qos is None or (route.topic.qos is None and not route.mirrored):
+                type_name = route.topic.type or found.type_name
+                qos = route.topic.qos or found.qos
                 with self._lock:
                     if self._closing.is_set():
                         return
-                    self._attach_outbound(route, found, log_errors=True)
-                return
+                    if qos.durability == "transient_local":
+                        # Dropped before the new subscription delivers the publishers' history,
+                        # which holds the same messages again.
+                        self._release_held(route, forward=False)
+                    if route.qos is None or not _same_qos(route.qos, qos):
+                        self._attach_outbound(route, type_name, qos, log_errors=True)
+                    elif route.token is None:
+                        self._announce(route, type_name, qos, log_errors=True)
+                    route.mirrored = True
+                self._release_held(route, forward=True)
+                _log.info(
+                    "learned %s from the graph: %s, QoS %s (%d publisher(s)%s)",
+                    name,
+                    type_name,
+                    describe(found.qos),
+                    found.publishers,
+                    "" if route.topic.qos is None else f"; bridged with the given {describe(qos)}",
+                )
+            self._check_outbound_qos(route, found.qos)
+            self._closing.wait(_QOS_WATCH_S)
 
-    def _attach_outbound(self, route: _Outbound, type_name: str, *, log_errors: bool = False) -> None:
-        topic = TopicSpec(name=route.topic.name, type=type_name, qos=route.topic.qos)
-        route.stats.set_type(type_name)
+    def _check_outbound_qos(self, route: _Outbound, offered: QosSpec) -> None:
+        requested = route.qos
+        if requested is None or route.warned_qos:
+            return
+        reason = mismatch(offered=offered, requested=requested)
+        if reason is None:
+            return
+        route.warned_qos = True
+        fix = (
+            "remove the topic's qos to mirror the publishers' QoS, or change it"
+            if route.topic.qos is not None
+            else "give the topic a qos that every publisher matches, or align the publishers"
+        )
+        _log.warning(
+            "%s: the bridge subscribes with QoS %s but the graph's publishers offer %s: %s, so "
+            "nothing crosses from them (%s)",
+            route.topic.name,
+            describe(requested),
+            describe(offered),
+            reason,
+            fix,
+        )
+
+    def _announce(self, route: _Outbound, type_name: str, qos: QosSpec, *, log_errors: bool = False) -> None:
+        """Declare (or replace) the topic's publisher token: its type and QoS for the far side."""
         try:
-            route.subscription = self._graph.subscribe(
-                topic,
-                lambda cdr: self._forward_out(route, cdr),
-                nodes=self._outbound_owners.get(topic.name, ()),
-            )
-            route.token = self._session.liveliness().declare_token(
-                type_token_key(zid=str(self._session.zid()), topic=topic)
+            token = self._session.liveliness().declare_token(
+                publisher_token(
+                    str(self._session.zid()),
+                    route.topic.name,
+                    type_name,
+                    qos,
+                    user_data=self._types.resolve(type_name).user_data.decode(),
+                )
             )
         except (FogError, zenoh.ZError) as err:
             if not log_errors:
                 raise
+            _log.error("cannot announce %s (%s): %s", route.topic.name, type_name, err)
+            return
+        old, route.token = route.token, token
+        undeclare(old)
+
+    def _attach_outbound(
+        self,
+        route: _Outbound,
+        type_name: str,
+        qos: QosSpec,
+        *,
+        log_errors: bool = False,
+        announce: bool = True,
+    ) -> None:
+        """Subscribe ``route`` on the graph with ``qos``, put on a Zenoh publisher made for it and
+        announce both; again with a new QoS, each part is replaced (new before old goes)."""
+        topic = TopicSpec(name=route.topic.name, type=type_name, qos=qos, codec=route.topic.codec)
+        route.stats.set_type(type_name)
+        if route.encoder is None:
+            route.encoder = TopicEncoder.for_topic(
+                topic.codec, type_name, types=self._types, stats=route.stats.codec, topic=topic.name
+            )
+        try:
+            publisher = self._declare_publisher(route.key, qos)
+            replaced = None if route.publisher is None else route.publisher.target
+            if route.publisher is None:
+                route.publisher = _ZenohPut(publisher)
+            else:
+                route.publisher.target = publisher
+            if route.sender is None or route.sender.last_seq == 0:
+                # A sender that sent nothing yet is made again for the QoS (its backlog policy);
+                # one that did keeps numbering on, so the far side sees no restart.
+                unused, route.sender = (
+                    route.sender,
+                    TopicSender(
+                        name=topic.name,
+                        publisher=route.publisher,
+                        stats=route.stats,
+                        reliable=qos.reliability == "reliable",
+                        depth=qos.depth,
+                        closing=self._closing,
+                    ),
+                )
+                self._senders[topic.name] = route.sender
+                if unused is not None:
+                    unused.close()
+            route.qos = qos
+            # The announcement before the subscription: the far side learns type and QoS before
+            # the first message (a transient-local publisher's history comes at once).
+            if announce:
+                self._announce(route, type_name, qos)
+            route.generation += 1
+            generation = route.generation
+
+            def forward(cdr: bytes) -> None:
+                if route.generation != generation:
+                    return  # a replaced subscription's last words
+                if route.held is not None:
+                    with route.lock:
+                        if route.held is not None:
+                            self._hold(route, cdr)
+                            return
+                self._forward_out(route, cdr)
+
+            old_subscription, route.subscription = (
+                route.subscription,
+                self._graph.subscribe(topic, forward, nodes=self._outbound_owners.get(topic.name, ())),
+            )
+            if old_subscription is not None:
+                quietly(old_subscription.close, f"closing the replaced graph subscription of {topic.name}")
+            undeclare(replaced)
+        except (FogError, zenoh.ZError) as err:
+            if not log_errors:
+                raise
             _log.error("cannot bridge %s (%s): %s", topic.name, type_name, err)
+
+    def _hold(self, route: _Outbound, cdr: bytes) -> None:
+        # Called with route.lock held. Discovery takes a fraction of a second: a topic's
+        # depth covers it; whatever a faster burst pushes out is counted as the backlog's.
+        held = route.held
+        if held is None:
+            return
+        held.append(cdr)
+        if len(held) > route.topic.effective_qos.depth:
+            held.popleft()
+            route.stats.drop_backlog(1)
+
+    def _release_held(self, route: _Outbound, *, forward: bool) -> None:
+        """Stop holding ``route``'s messages: forward what was held (in order, before anything
+        newer), or drop it."""
+        with route.lock:  # a message arriving meanwhile waits, then goes after these
+            for cdr in route.held if route.held is not None and forward else ():
+                self._forward_out(route, cdr)
+            route.held = None
+
+    def _declare_publisher(self, key: str, qos: QosSpec) -> Any:
+        reliable = qos.reliability == "reliable"
+        options: dict[str, Any] = {
+            # BLOCK: a reliable topic must not lose a frame to a momentarily full queue; a
+            # best-effort one would rather drop a stale frame than delay the next one.
+            "congestion_control": zenoh.CongestionControl.BLOCK if reliable else zenoh.CongestionControl.DROP,
+            "reliability": zenoh.Reliability.RELIABLE if reliable else zenoh.Reliability.BEST_EFFORT,
+            # Our own inbound subscriber on the same key (a topic flowing both ways through this
+            # side) must not receive what we send: that would echo it back onto the graph.
+            "allowed_destination": zenoh.Locality.REMOTE,
+        }
+        if qos.durability != "transient_local":
+            return self._session.declare_publisher(key, **options)
+        # Transient local: the latest `depth` messages stay in a cache that a far subscriber
+        # starting later queries (as zenoh-bridge-ros2dds' route_publisher.rs does), and the
+        # publisher announces itself so subscribers already running query it when it appears.
+        # Miss detection numbers the samples (instead of timestamping them, which would need
+        # the session's timestamping on), so the far subscriber orders replies and live
+        # samples and delivers each once; no heartbeat: misses are the sequence check's job.
+        return zenoh.ext.declare_advanced_publisher(
+            self._session,
+            key,
+            cache=zenoh.ext.CacheConfig(qos.depth),
+            sample_miss_detection=zenoh.ext.MissDetectionConfig(heartbeat=None, sporadic_heartbeat=None),
+            publisher_detection=True,
+            **options,
+        )
 
     def _forward_out(self, route: _Outbound, cdr: bytes) -> None:
         # Hot path, on the graph adapter's thread: a size check, then one put (or a queued one).
@@ -507,78 +702,181 @@ class Bridge:
             route.stats.drop_oversize()
             self._warn_oversize(route.topic.name, len(cdr), "outbound")
             return
-        route.sender.offer(cdr)
+        sender = route.sender
+        if sender is not None:
+            # max_message_bytes bounds the raw CDR (above); what crosses is the encoded frame.
+            encoder = route.encoder
+            sender.offer(cdr if encoder is None else encoder.encode(cdr))
 
     # -- inbound: Zenoh -> graph -----------------------------------------------------------------
 
     def _add_inbound(self, topic: TopicSpec) -> None:
-        key = zenoh_key(topic.name)
+        key = name_to_key(topic.name)
         stats = self._stats.topic(topic.name, "inbound", type_name=topic.type)
         route = _Inbound(topic=topic, key=key, stats=stats, type_name=topic.type, tracker=SequenceTracker())
-        route.delivery = TopicDelivery(
-            name=topic.name,
-            publish=lambda cdr, latency_ns: self._publish_in(route, cdr, latency_ns),
-            stats=stats,
-            reliable=topic.qos.reliability == "reliable",
-            depth=topic.qos.depth,
-            closing=self._closing,
-        )
+        route.decoder = FrameDecoder(types=self._types, max_bytes=self._max_bytes, stats=stats.codec)
         self._inbound.append(route)
         if topic.type is not None:
-            # Publishers up front: the first message must not wait for DDS matching.
+            # Everything up front: the first message must not wait for DDS matching (nor for an
+            # announcement, which a plain Zenoh publisher never makes). Without a QoS, ROS's
+            # default stands until the producing side announces the QoS to mirror.
             self._validator.prepare(topic.type)
-            route.publisher = self._graph.publisher(topic, nodes=self._inbound_owners.get(topic.name, ()))
+            if topic.qos is None:
+                route.recent = deque(maxlen=_RECENT_MESSAGES)
+            self._open_publishing(route, topic.type, topic.effective_qos)
+            self._subscribe_zenoh(route, topic.effective_qos)
         else:
+            # Subscribed at once all the same: what arrives before the type is counted
+            # (dropped_other), and the subscription is in place when the first one is sent.
+            self._subscribe_zenoh(route, topic.effective_qos)
+        if topic.type is None or topic.qos is None:
+            # The producing side's announcement says what is missing (type, QoS or both).
             route.type_watch = self._session.liveliness().declare_subscriber(
-                f"{_TYPE_TOKEN_PREFIX}/*/MP/{_escape(key)}/**",
+                token_pattern("MP", topic.name),
                 lambda sample: self._on_type_token(route, sample),
                 history=True,
             )
+
+    def _open_publishing(self, route: _Inbound, type_name: str, qos: QosSpec) -> Callable[[], None]:
+        """Make the topic's graph publisher (with ``qos``) and delivery, replacing any earlier
+        ones; returns what closes the replaced ones. Raises FogError."""
+        topic = TopicSpec(name=route.topic.name, type=type_name, qos=qos, codec=route.topic.codec)
+        publisher = self._graph.publisher(topic, nodes=self._inbound_owners.get(topic.name, ()))
+        delivery = TopicDelivery(
+            name=topic.name,
+            publish=lambda cdr, latency_ns: self._publish_in(route, cdr, latency_ns),
+            stats=route.stats,
+            reliable=qos.reliability == "reliable",
+            depth=qos.depth,
+            closing=self._closing,
+        )
+        old_publisher, old_delivery = route.publisher, route.delivery
+        route.type_name = type_name
+        route.qos = qos
+        route.stats.set_type(type_name)
+        route.publisher, route.delivery = publisher, delivery
+
+        def close_replaced() -> None:
+            if old_delivery is not None:
+                old_delivery.close()
+            if old_publisher is not None:
+                quietly(old_publisher.close, f"closing the replaced graph publisher of {topic.name}")
+
+        return close_replaced
+
+    def _sample_handler(self, route: _Inbound) -> Callable[[zenoh.Sample], None]:
+        """The callback of a new Zenoh subscriber of ``route``; those of the one it replaces
+        stop forwarding."""
+        route.sub_generation += 1
+        generation = route.sub_generation
+
         # zenoh-python runs this callback on its own Python thread per subscriber (the default,
         # "indirect" mode): a slow graph publish then delays only this topic, not Zenoh's network
         # thread. Running it on the network thread (indirect=False) measured no faster here.
-        route.subscriber = self._session.declare_subscriber(
-            key, lambda sample: self._forward_in(route, sample), allowed_origin=zenoh.Locality.REMOTE
+        def on_sample(sample: zenoh.Sample) -> None:
+            with route.switch_lock:  # uncontended but while the topic's QoS changes
+                if route.sub_generation == generation:
+                    self._forward_in(route, sample)
+
+        return on_sample
+
+    def _subscribe_zenoh(self, route: _Inbound, qos: QosSpec) -> Any:
+        """Declare the topic's Zenoh subscriber for ``qos``, or switch a volatile one to a
+        transient-local one; returns the replaced subscriber, for the caller to undeclare.
+        Raises zenoh.ZError."""
+        # A topic also sent from this side would find its own cache in a history query.
+        also_outbound = any(out.topic.name == route.topic.name for out in self._outbound)
+        if qos.durability != "transient_local" or also_outbound:
+            if route.subscriber is None:
+                route.subscriber = self._session.declare_subscriber(
+                    route.key, self._sample_handler(route), allowed_origin=zenoh.Locality.REMOTE
+                )
+            return None
+        if route.history_since_ns:
+            return None  # already transient local
+        # Transient local: ask the far side's cache for its latest `depth` messages now, and
+        # again whenever a new producer appears (route_subscriber.rs does the same). Zenoh
+        # delivers each producer's messages once and in order, replies and live ones alike.
+        # What a volatile subscriber already delivered comes again in the replies: skipped.
+        stale = route.subscriber
+        route.delivered_through = route.offered_through
+        if route.tracker.last != route.offered_through:
+            # Some arrivals were not published (no type yet): their replies are wanted now, and
+            # must not look like a sender going back.
+            route.tracker = SequenceTracker()
+        route.history_since_ns = time.time_ns()
+        route.subscriber = zenoh.ext.declare_advanced_subscriber(
+            self._session,
+            route.key,
+            self._sample_handler(route),
+            allowed_origin=zenoh.Locality.REMOTE,
+            history=zenoh.ext.HistoryConfig(detect_late_publishers=True, max_samples=qos.depth),
         )
+        return stale
 
     def _on_type_token(self, route: _Inbound, sample: zenoh.Sample) -> None:
         if sample.kind != zenoh.SampleKind.PUT:
             return
-        decoded = decode_type_token(str(sample.key_expr))
-        if decoded is None or decoded[0] != route.topic.name:
+        token = parse_token(str(sample.key_expr))
+        if token is None or token.kind != "MP" or token.name != route.topic.name or token.qos is None:
             return
-        type_name = decoded[1]
+        type_name, qos = token.type_name, route.topic.qos or token.qos.qos
+        close_replaced: Callable[[], None] | None = None
         with self._lock:
             if self._closing.is_set():
                 return
-            if route.type_name is not None:
-                if route.type_name != type_name:
-                    _log.warning(
-                        "%s is announced as %s but is bridged as %s: ignoring the announcement",
-                        route.topic.name,
-                        type_name,
-                        route.type_name,
-                    )
+            if route.type_name is not None and route.type_name != type_name:
+                _log.warning(
+                    "%s is announced as %s but is bridged as %s: ignoring the announcement",
+                    route.topic.name,
+                    type_name,
+                    route.type_name,
+                )
                 return
+            if route.qos is not None and _same_qos(route.qos, qos):
+                self._carry_recent(route, qos)  # nothing to carry: only stops keeping them
+                return  # a further producer, or the QoS already mirrored
             try:
                 self._validator.prepare(type_name)  # also rejects a type the distro lacks
-                publisher = self._graph.publisher(
-                    TopicSpec(name=route.topic.name, type=type_name, qos=route.topic.qos),
-                    nodes=self._inbound_owners.get(route.topic.name, ()),
-                )
-            except FogError as err:
-                _log.error("cannot publish %s as announced type %s: %s", route.topic.name, type_name, err)
+                # No message is forwarded meanwhile: publisher, kept messages and subscriber
+                # change together.
+                with route.switch_lock:
+                    close_replaced = self._open_publishing(route, type_name, qos)
+                    self._carry_recent(route, qos)
+                    stale = self._subscribe_zenoh(route, qos)
+            except (FogError, zenoh.ZError) as err:
+                _log.error("cannot publish %s as announced (%s): %s", route.topic.name, type_name, err)
                 return
-            route.type_name = type_name
-            route.stats.set_type(type_name)
-            route.publisher = publisher
-        _log.info("learned type of %s from its Zenoh announcement: %s", route.topic.name, type_name)
+        undeclare(stale)  # not under the lock its last callbacks wait for
+        close_replaced()
+        _log.info(
+            "learned %s from its Zenoh announcement: %s, QoS %s", route.topic.name, type_name, describe(qos)
+        )
+
+    def _carry_recent(self, route: _Inbound, qos: QosSpec) -> None:
+        """Stop keeping the latest messages; a transient-local publisher that replaces a volatile
+        one gets the latest ``depth`` of them, so that late subscribers find them in its history
+        (they were counted when first published)."""
+        with route.recent_lock:
+            recent, route.recent = route.recent, None
+        publisher = route.publisher
+        if recent is None or publisher is None or qos.durability != "transient_local":
+            return
+        for cdr in list(recent)[-qos.depth :]:
+            try:
+                publisher.publish(cdr)
+            except FogError as err:
+                _log.debug(
+                    "republishing %s into its transient-local history failed: %s", route.topic.name, err
+                )
 
     def _forward_in(self, route: _Inbound, sample: zenoh.Sample) -> None:
         # Hot path, on a Zenoh thread. Never raise: Zenoh would only print the traceback.
         received_ns = time.time_ns()
         try:
             if sample.kind != zenoh.SampleKind.PUT:
+                return
+            if route.delivered_through and self._delivered_before(route, sample.attachment):
                 return
             # Every arrival counts in the sequence, whatever becomes of it below: a message the
             # bridge drops is counted as dropped, never again as lost.
@@ -592,14 +890,39 @@ class Bridge:
             if route.publisher is None or type_name is None or delivery is None:
                 route.stats.drop_other()  # type not known yet: nothing to publish it with
                 return
-            cdr = sample.payload.to_bytes()
+            cdr = self._decoded(route, sample.payload.to_bytes())
+            if cdr is None:
+                return
             if not self._valid(route, type_name, cdr):
                 route.stats.drop_malformed()
                 return
+            if origin_ns is not None and origin_ns < route.history_since_ns:
+                # Taken from the far graph before this side subscribed: a replay of the far
+                # side's cache, published at once, without a "latency" that is only its age.
+                origin_ns = None
+                self._note_replay(route)
+            route.offered_through = route.tracker.last
             delivery.offer(cdr, origin_ns, received_ns)
         except Exception:
             route.stats.drop_other()
             _log.exception("unexpected error forwarding %s; the message is dropped", route.topic.name)
+
+    def _delivered_before(self, route: _Inbound, attachment: zenoh.ZBytes | None) -> bool:
+        """Whether a cache reply is a message the volatile subscriber that preceded the
+        transient-local one already delivered (and counted)."""
+        raw = b"" if attachment is None else attachment.to_bytes()
+        if len(raw) != ATTACHMENT.size:
+            return False
+        origin_ns, seq = ATTACHMENT.unpack(raw)
+        if origin_ns >= route.history_since_ns:
+            route.delivered_through = 0  # live messages now: nothing more to skip
+            return False
+        return bool(seq <= route.delivered_through)
+
+    def _note_replay(self, route: _Inbound) -> None:
+        route.replayed += 1
+        if route.replayed == 1:
+            _log.info("%s: replaying the far side's cached message(s) (transient_local)", route.topic.name)
 
     def _publish_in(self, route: _Inbound, cdr: bytes, latency_ns: int | None) -> None:
         # On the Zenoh thread (a message that arrives in its turn) or the topic's delivery thread
@@ -627,6 +950,17 @@ class Bridge:
             _log.exception("unexpected error publishing %s; the message is dropped", route.topic.name)
             return
         route.stats.record(len(cdr), latency_ns)
+        if route.recent is not None:
+            self._keep_recent(route, cdr)
+
+    def _keep_recent(self, route: _Inbound, cdr: bytes) -> None:
+        with route.recent_lock:
+            recent = route.recent
+            if recent is None:
+                return
+            recent.append(cdr)
+            while len(recent) > 1 and sum(map(len, recent)) > _RECENT_BYTES:
+                recent.popleft()
 
     def _check_attachment(self, route: _Inbound, attachment: zenoh.ZBytes | None) -> int | None:
         """The message's original time (ns) from its attachment, after counting its sequence
@@ -665,6 +999,27 @@ class Bridge:
             topic,
             self._max_bytes,
         )
+
+    def _decoded(self, route: _Inbound, data: bytes) -> bytes | None:
+        """The raw CDR of what arrived (decoded before it is validated), or None for a corrupt
+        codec frame, counted as ``dropped_codec``."""
+        decoder = route.decoder
+        if decoder is None:
+            return data
+        try:
+            return decoder.decode(data)
+        except CodecError as err:
+            route.stats.drop_codec()
+            if not route.warned_codec:
+                route.warned_codec = True
+                _log.warning(
+                    "dropping a %d-byte message on %s whose codec frame does not decode (%s); "
+                    "further ones are only counted (dropped_codec)",
+                    len(data),
+                    route.topic.name,
+                    err,
+                )
+            return None
 
     def _valid(self, route: _Inbound, type_name: str, cdr: bytes) -> bool:
         reason = self._validator.check(type_name, cdr)
@@ -727,11 +1082,11 @@ class Bridge:
             sender.confirmed(peer, seq)
 
     def _settle(self, peer: str) -> None:
-        for sender in self._senders.values():
+        for sender in list(self._senders.values()):  # a copy: routes attach on other threads
             sender.settle(peer)
 
     def _forget(self, peer: str) -> None:
-        for sender in self._senders.values():
+        for sender in list(self._senders.values()):
             sender.forget(peer)
 
     def _answer_stats(self, query: zenoh.Query) -> None:
@@ -770,6 +1125,7 @@ def _check_topics(topics: Sequence[TopicSpec], direction: Direction, types: Mess
         seen.add(topic.name)
         if topic.type is not None:
             types.resolve(topic.type)
+        check_codec_for_type(parse_codec(topic.codec, topic=topic.name), topic.type, topic=topic.name)
 
 
 def _topic_owners(spec: BridgeRunSpec, direction: Direction) -> dict[str, tuple[str, ...]]:
@@ -798,17 +1154,11 @@ def _topic_owners(spec: BridgeRunSpec, direction: Direction) -> dict[str, tuple[
     return owners
 
 
-def _undeclare(entity: Any) -> None:
-    if entity is None:
-        return
-    try:
-        entity.undeclare()
-    except zenoh.ZError as err:  # the session may already be closed: nothing left to withdraw
-        _log.debug("undeclare failed: %s", err)
-
-
-def _quietly(action: Callable[[], None], what: str) -> None:
-    try:
-        action()
-    except Exception:  # closing must go on for the other topics
-        _log.exception("%s failed", what)
+def _same_qos(a: QosSpec, b: QosSpec) -> bool:
+    """Whether two QoS are the same in what an announcement carries (not deadline, lifespan)."""
+    return (a.reliability, a.durability, a.history, a.depth) == (
+        b.reliability,
+        b.durability,
+        b.history,
+        b.depth,
+    )

@@ -4,8 +4,13 @@
 :func:`fogros_dist.spec.to_json`). With ``spec.bridge.tls_dir`` set, the process first checks its
 TLS credentials there and makes its private key 0600 (an upload leaves it with the host's umask;
 :func:`fogros_dist.net.tls.check_credentials`); a plaintext TCP listener on an address other than
-loopback is logged as a warning. The process joins the ROS graph, opens the Zenoh session, runs
-the bridge until SIGTERM or SIGINT (on its graph as node ``spec.node_name``, with a node for each
+loopback is logged as a warning. The interface definitions in ``spec.interfaces`` are registered
+into the message types the graph and the bridge share, so the deployment's own types are bridged
+and validated like stock ones; ``graph = "auto"`` takes rclpy where it imports and every bridged
+type is built in the sourced ROS 2, else the dds adapter, which needs only those definitions.
+The process joins the ROS graph, opens the Zenoh session, runs
+the bridge and its services (:mod:`fogros_dist.net.service_bridge`, counted in the stats'
+``services`` section) until SIGTERM or SIGINT (on its graph as node ``spec.node_name``, with a node for each
 of ``spec.proxy_nodes``), then closes everything (writing the final stats) and exits 0.
 
 Exit codes: 0 after a clean stop; 2 when the spec file is missing or invalid; 1 when the bridge
@@ -26,11 +31,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from fogros_dist.errors import BridgeError, ConfigError, FogError
+from fogros_dist.errors import BridgeError, ConfigError, FogError, MissingDependency
 from fogros_dist.spec import BridgeRunSpec, from_json
 
 if TYPE_CHECKING:
     from fogros_dist.net.bridge import Bridge
+    from fogros_dist.net.service_bridge import ServiceBridge
+    from fogros_dist.ros.graph import RosGraph
+    from fogros_dist.ros.types import MessageTypes
 
 __all__ = ["load_spec", "main", "run"]
 
@@ -81,9 +89,12 @@ def run(spec: BridgeRunSpec, *, stop: threading.Event, peer_timeout: float = 20.
     import zenoh
 
     from fogros_dist.net.bridge import Bridge
+    from fogros_dist.net.service_bridge import ServiceBridge
     from fogros_dist.net.tls import check_credentials
     from fogros_dist.net.zenoh_config import config_for, plaintext_exposed
     from fogros_dist.ros import open_graph
+    from fogros_dist.ros.interfaces import register_interfaces
+    from fogros_dist.ros.types import MessageTypes
 
     if spec.bridge.tls_dir:
         check_credentials(spec.bridge.tls_dir)
@@ -95,10 +106,17 @@ def run(spec: BridgeRunSpec, *, stop: threading.Event, peer_timeout: float = 20.
                 endpoint,
             )
     config = config_for(spec)
+    # The deployment's own interface definitions, so its custom types are bridged and validated
+    # like stock ones (the graph resolves and the bridge validates with these same types).
+    types = MessageTypes(spec.distro)
+    register_interfaces(types, spec.interfaces)
     # The bridge's own node and the offloaded nodes it stands in for show in `ros2 node list`.
-    graph = open_graph(
-        spec.graph, spec.domain_id, distro=spec.distro, node_name=spec.node_name, nodes=spec.proxy_nodes
-    )
+    if _graph_kind(spec) == "dds":
+        graph: RosGraph = _dds_graph(spec, types)
+    else:
+        graph = open_graph(
+            "rclpy", spec.domain_id, distro=spec.distro, node_name=spec.node_name, nodes=spec.proxy_nodes
+        )
     try:
         try:
             session = zenoh.open(config)
@@ -109,21 +127,9 @@ def run(spec: BridgeRunSpec, *, stop: threading.Event, peer_timeout: float = 20.
             )
             raise BridgeError(msg) from err
         try:
-            bridge = Bridge(spec=spec, graph=graph, session=session)
-            # A stop while the bridge still waits for its peers must not wait out peer_timeout.
-            threading.Thread(target=_close_if_starting, args=(bridge, stop), daemon=True).start()
-            try:
-                try:
-                    bridge.start(peer_timeout=peer_timeout)
-                except BridgeError:
-                    if stop.is_set():
-                        return  # stopped during start-up: a clean stop, not a failure
-                    raise
-                print(_ready_line(spec), flush=True)
-                stop.wait()
-                _log.info("stopping the %s bridge", spec.side)
-            finally:
-                bridge.close()
+            bridge = Bridge(spec=spec, graph=graph, session=session, types=types)
+            services = ServiceBridge(spec=spec, graph=graph, session=session)
+            _serve(spec, bridge, services, stop=stop, peer_timeout=peer_timeout)
         finally:
             session.close()  # type: ignore[no-untyped-call]
     finally:
@@ -174,6 +180,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+def _graph_kind(spec: BridgeRunSpec) -> str:
+    """``dds`` or ``rclpy``: ``auto`` takes rclpy only where it imports and the sourced ROS 2
+    has every bridged type built (a type carried in ``spec.interfaces`` for a package the robot
+    never built exists only in the DDS adapter's types)."""
+    if spec.graph != "auto":
+        return spec.graph
+    try:
+        from rosidl_runtime_py.utilities import get_interface
+    except ImportError:
+        return "dds"
+    names = [t.type for t in (*spec.outbound, *spec.inbound) if t.type is not None]
+    names += [s.type for s in (*spec.remote_services, *spec.local_services) if s.type is not None]
+    for name in dict.fromkeys(names):
+        try:
+            get_interface(name)
+        except Exception as err:  # ModuleNotFoundError, AttributeError, ValueError
+            _log.info(
+                "graph 'auto' uses the dds adapter: %s is not built in the sourced ROS 2 (%s)", name, err
+            )
+            return "dds"
+    return "rclpy"
+
+
+def _dds_graph(spec: BridgeRunSpec, types: MessageTypes) -> RosGraph:
+    try:
+        from fogros_dist.ros.dds import DdsGraph
+    except ImportError as err:
+        msg = (
+            f"the dds graph adapter needs the 'cyclonedds' package ({err}): "
+            "pip install cyclonedds==11.0.1, or source ROS 2 and use graph='rclpy'"
+        )
+        raise MissingDependency(msg) from err
+    return DdsGraph(
+        spec.domain_id, distro=spec.distro, types=types, node_name=spec.node_name, nodes=spec.proxy_nodes
+    )
+
+
+def _serve(
+    spec: BridgeRunSpec,
+    bridge: Bridge,
+    services: ServiceBridge,
+    *,
+    stop: threading.Event,
+    peer_timeout: float,
+) -> None:
+    """Start the services and the topics, wait for ``stop``, close both."""
+    bridge.stats.set_services_source(services.snapshot)
+    # A stop while the bridge still waits for its peers must not wait out peer_timeout.
+    threading.Thread(target=_close_if_starting, args=(bridge, stop), daemon=True).start()
+    try:
+        # Services first: the bridge's readiness token then means they are served too.
+        services.start()
+        try:
+            bridge.start(peer_timeout=peer_timeout)
+        except BridgeError:
+            if stop.is_set():
+                return  # stopped during start-up: a clean stop, not a failure
+            raise
+        print(_ready_line(spec), flush=True)
+        stop.wait()
+        _log.info("stopping the %s bridge", spec.side)
+    finally:
+        services.close()  # first: the topic bridge's final stats file then has its counts
+        bridge.close()
+
+
 def _close_if_starting(bridge: Bridge, stop: threading.Event) -> None:
     stop.wait()
     if not bridge.ready:
@@ -186,6 +258,10 @@ def _ready_line(spec: BridgeRunSpec) -> str:
     out = ",".join(t.name for t in spec.outbound)
     into = ",".join(t.name for t in spec.inbound)
     topics = f"topics out=[{out}] in=[{into}]"
+    if spec.remote_services or spec.local_services:
+        remote = ",".join(s.name for s in spec.remote_services)
+        local = ",".join(s.name for s in spec.local_services)
+        topics += f" services remote=[{remote}] local=[{local}]"
     return f"bridge ready: {spec.side} {spec.machine} listen={listen} connect={connect} {topics}"
 
 

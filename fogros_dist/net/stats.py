@@ -28,11 +28,23 @@ subscriber on the far side missed are the sending side's ``dropped_*`` plus the 
   because the subscriber itself is slower than the original publisher is not visible to the
   bridge (it happens in the subscriber's process) and is not counted anywhere.
 * ``dropped_malformed`` (inbound): bytes that are not a valid message of the topic's type.
+* ``dropped_codec`` (inbound): a codec frame that does not decode (truncated, bad magic or
+  version, a decoder error, a size other than it announced; :mod:`fogros_dist.net.codecs`).
+  Counted apart from ``dropped_malformed``: it says the compressed payload broke on the way, not
+  that the sender's graph published a bad message.
 * ``dropped_other``: anything else (no publisher yet, Zenoh or the graph refused it).
 * ``backlog`` / ``backlog_peak`` (outbound): messages waiting in the backlog now / at most.
 
+``bytes`` counts what crossed the link outbound (after encoding) and what was published inbound
+(after decoding); a topic's ``codec`` section (:mod:`fogros_dist.net.codec_stats`) has the raw
+CDR bytes and the wire bytes side by side, encode/decode times and PSNR of lossy frames.
+
 ``link`` (see :mod:`fogros_dist.net.link_health`): whether every peer bridge is connected, how
 many disconnects there were and how long the last outage lasted, in total and per peer.
+
+``services`` (see :mod:`fogros_dist.net.service_bridge`): per service and role (``remote``: served
+here for a server on the far side; ``local``: answered by this graph's server) the ``calls``,
+``answered``, ``timed_out``, ``errors`` and ``in_flight`` counts and the call latency.
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fogros_dist.errors import ConfigError
+from fogros_dist.net.codec_stats import CodecStats
 
 __all__ = [
     "DEFAULT_LATENCY_WINDOW",
@@ -96,6 +109,8 @@ class TopicStats:
         self._messages = 0
         self._bytes = 0
         self._dropped_malformed = 0
+        self._dropped_codec = 0
+        self.codec = CodecStats()  # what the topic's codec did (bytes before/after, time, PSNR)
         self._dropped_other = 0
         self._dropped_oversize = 0
         self._dropped_backlog = 0
@@ -133,6 +148,11 @@ class TopicStats:
         """Count one message dropped because its bytes are not a valid message of the topic."""
         with self._lock:
             self._dropped_malformed += 1
+
+    def drop_codec(self) -> None:
+        """Count one message dropped because its codec frame did not decode."""
+        with self._lock:
+            self._dropped_codec += 1
 
     def drop_other(self) -> None:
         """Count one message dropped for another reason (no publisher yet, graph refused it)."""
@@ -184,6 +204,7 @@ class TopicStats:
                 "messages": self._messages,
                 "bytes": self._bytes,
                 "dropped_malformed": self._dropped_malformed,
+                "dropped_codec": self._dropped_codec,
                 "dropped_other": self._dropped_other,
                 "dropped_oversize": self._dropped_oversize,
                 "dropped_backlog": self._dropped_backlog,
@@ -194,6 +215,7 @@ class TopicStats:
                 "backlog_peak": self._backlog_peak,
                 "last_message_unix_ns": self._last_message_ns or None,
             }
+        out["codec"] = self.codec.snapshot()
         samples.sort()
         out["latency_ms"] = {
             "samples": len(samples),
@@ -225,11 +247,18 @@ class BridgeStats:
         self._topics: dict[tuple[str, Direction], TopicStats] = {}
         self._started_ns = time.time_ns()
         self._link: Callable[[], dict[str, Any]] | None = None
+        self._services: Callable[[], list[dict[str, Any]]] | None = None
 
     def set_link_source(self, source: Callable[[], dict[str, Any]]) -> None:
         """Take the snapshot's ``link`` section from ``source()`` (the bridge's link monitor)."""
         with self._lock:
             self._link = source
+
+    def set_services_source(self, source: Callable[[], list[dict[str, Any]]]) -> None:
+        """Take the snapshot's ``services`` section from ``source()`` (the service bridge's
+        per-service counters: :meth:`fogros_dist.net.service_bridge.ServiceBridge.snapshot`)."""
+        with self._lock:
+            self._services = source
 
     def topic(self, name: str, direction: Direction, *, type_name: str | None = None) -> TopicStats:
         """The counters of ``name`` in ``direction``, created on first use."""
@@ -246,6 +275,7 @@ class BridgeStats:
         with self._lock:
             topics = list(self._topics.values())
             link = self._link
+            services = self._services
         now = time.time_ns()
         out: dict[str, Any] = {
             "deployment": self.deployment,
@@ -258,6 +288,8 @@ class BridgeStats:
         }
         if link is not None:
             out["link"] = link()
+        if services is not None:
+            out["services"] = services()
         return out
 
     def write(self, path: str | os.PathLike[str]) -> None:
@@ -434,7 +466,7 @@ def peer_link_states(snapshot: Mapping[str, Any]) -> dict[str, str]:
 
 
 # The counters the table's "dropped" column adds up (malformed messages have a column of their own).
-_DROPS = ("dropped_other", "dropped_oversize", "dropped_backlog", "dropped_history")
+_DROPS = ("dropped_other", "dropped_oversize", "dropped_backlog", "dropped_history", "dropped_codec")
 
 
 def _percentile_ms(sorted_ns: list[int], q: float) -> float | None:

@@ -23,12 +23,13 @@ process.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cyclonedds._clayer import ddspy_take
 from cyclonedds.builtin import BuiltinDataReader, BuiltinTopicDcpsPublication
@@ -63,11 +64,15 @@ from fogros_dist.ros.discovery import (
     encode_participant_info,
 )
 from fogros_dist.ros.domain import resolve_domain_id
-from fogros_dist.ros.graph import CdrCallback
+from fogros_dist.ros.graph import CdrCallback, ServiceHandler
 from fogros_dist.ros.names import dds_topic_name, ros_type_name
 from fogros_dist.ros.node_names import NodeName, default_node_name, parse_node_name
+from fogros_dist.ros.qos import KEEP_ALL_DEPTH, DiscoveredTopic, clamp_depth, matching_subscription
 from fogros_dist.ros.types import MessageType, MessageTypes
-from fogros_dist.spec import QosSpec, TopicSpec
+from fogros_dist.spec import QosSpec, ServiceSpec, TopicSpec
+
+if TYPE_CHECKING:
+    from fogros_dist.ros.dds_services import DdsServiceClient, DdsServiceServer
 
 __all__ = ["DdsGraph", "DdsPublisher", "DdsSubscription", "keep_large_messages_on_heap"]
 
@@ -81,6 +86,8 @@ _TAKE_BATCH = 32
 # A reliable writer waits at most this long for room in its history; rmw waits forever, but a
 # bridge that blocks forever on one dead subscriber stops every topic.
 _MAX_BLOCKING = duration(seconds=1)
+# How long discover_topic() keeps collecting publishers after the first one it found.
+_DISCOVERY_SETTLE_S = 0.05
 
 # Cyclone's C dds_write, called through ctypes so the GIL is released while Cyclone checks,
 # copies and sends the sample (milliseconds for a camera frame). The pip package's own
@@ -140,9 +147,12 @@ def keep_large_messages_on_heap() -> bool:
 
 def _dds_policies(qos: QosSpec, message_type: MessageType) -> list[Any]:
     """The reader/writer QoS rmw_cyclonedds_cpp would use for ``qos`` (its create_readwrite_qos)."""
-    history = Policy.History.KeepLast(qos.depth)
+    history = Policy.History.KeepAll if qos.history == "keep_all" else Policy.History.KeepLast(qos.depth)
     policies: list[Any] = [
         history,
+        # 0 is infinite in QosSpec as in rmw (RMW_DURATION_INFINITE maps to DDS_INFINITY).
+        Policy.Deadline(deadline=_duration_ns(qos.deadline_s)),
+        Policy.Lifespan(lifespan=_duration_ns(qos.lifespan_s)),
         Policy.Reliability.Reliable(max_blocking_time=_MAX_BLOCKING)
         if qos.reliability == "reliable"
         else Policy.Reliability.BestEffort,
@@ -168,6 +178,38 @@ def _dds_policies(qos: QosSpec, message_type: MessageType) -> list[Any]:
     if message_type.user_data:
         policies.append(Policy.Userdata(data=message_type.user_data))
     return policies
+
+
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+def _duration_ns(seconds: float) -> int:
+    """A QosSpec duration (0 = infinite) in DDS nanoseconds."""
+    return dds_infinity if seconds == 0.0 else round(seconds * 1e9)
+
+
+def _seconds(nanoseconds: int) -> float:
+    """A DDS duration as a QosSpec duration (infinite = 0)."""
+    return 0.0 if nanoseconds >= dds_infinity else nanoseconds / 1e9
+
+
+def _qos_spec(qos: Qos) -> QosSpec:
+    """The QosSpec of a discovered endpoint's Cyclone QoS (a policy it lacks: DDS's default)."""
+    history = qos[Policy.History]
+    reliability = qos[Policy.Reliability]
+    durability = qos[Policy.Durability]
+    deadline = qos[Policy.Deadline]
+    lifespan = qos[Policy.Lifespan]
+    keep_all = history == Policy.History.KeepAll
+    return QosSpec(
+        reliability="best_effort" if reliability == Policy.Reliability.BestEffort else "reliable",
+        durability="volatile" if durability in (None, Policy.Durability.Volatile) else "transient_local",
+        history="keep_all" if keep_all else "keep_last",
+        depth=KEEP_ALL_DEPTH if keep_all else clamp_depth(getattr(history, "depth", 1)),
+        deadline_s=0.0 if deadline is None else _seconds(deadline.deadline),
+        lifespan_s=0.0 if lifespan is None else _seconds(lifespan.lifespan),
+    )
 
 
 def _pad(cdr: bytes) -> bytes:
@@ -204,15 +246,22 @@ class _Structs:
 
     def __init__(self, types: MessageTypes) -> None:
         self._types = types
-        self._built: dict[str, type[IdlStruct]] = {}
+        self._built: dict[tuple[str, bool], type[IdlStruct]] = {}
 
-    def get(self, type_name: str) -> type[IdlStruct]:
-        built = self._built.get(type_name)
+    def get(self, type_name: str, *, request_header: bool = False) -> type[IdlStruct]:
+        """The struct for ``type_name``; ``request_header``: led by rmw's service request header
+        (a uint64 client id and an int64 sequence number), as on ``rq/`` and ``rr/`` topics."""
+        key = (type_name, request_header)
+        built = self._built.get(key)
         if built is not None:
             return built
         message_type = self._types.resolve(type_name)
         _, fields = self._types.field_definitions(type_name)
-        annotations = {name: self._field(type_name, name, desc) for name, desc in fields}
+        # Trailing '_' names no ROS field can have, so they never clash with the message's own.
+        annotations: dict[str, Any] = (
+            {"request_guid_": idl.uint64, "request_seq_": idl.int64} if request_header else {}
+        )
+        annotations.update({name: self._field(type_name, name, desc) for name, desc in fields})
         # dataclassify=False: field names are never turned into Python parameters, so a ROS
         # field called e.g. "from" still works; we never build samples in Python anyway.
         struct = make_idl_struct(
@@ -221,7 +270,7 @@ class _Structs:
             annotations,
             dataclassify=False,
         )
-        self._built[type_name] = struct
+        self._built[key] = struct
         return struct
 
     def _field(self, owner: str, field: str, desc: tuple[Any, Any]) -> Any:
@@ -468,6 +517,9 @@ class DdsGraph:
         self._structs = _Structs(self._types)
         self._topics: dict[tuple[str, str], Topic[Any]] = {}
         self._endpoints: list[DdsPublisher | DdsSubscription] = []
+        # Service servers and clients (ros/dds_services.py), each a reader and a writer.
+        self._services: list[_Closeable] = []
+        self._service_ids = itertools.count(1)
         self._guid = bytes(self._participant.guid.bytes)
         # Held while a roster is encoded and written, so samples go out in the order rosters change.
         self._announce_lock = threading.Lock()
@@ -510,7 +562,7 @@ class DdsGraph:
         dds_topic, message_type = self._topic(topic)
         try:
             writer: DataWriter[Any] = DataWriter(
-                self._publisher, dds_topic, Qos(*_dds_policies(topic.qos, message_type))
+                self._publisher, dds_topic, Qos(*_dds_policies(topic.effective_qos, message_type))
             )
         except DDSException as err:
             raise BridgeError(f"cannot publish {topic.name}: {err}") from err
@@ -539,7 +591,7 @@ class DdsGraph:
         """
         owners = self._owners(nodes)
         dds_topic, message_type = self._topic(topic)
-        qos = Qos(*_dds_policies(topic.qos, message_type), Policy.IgnoreLocal.Participant)
+        qos = Qos(*_dds_policies(topic.effective_qos, message_type), Policy.IgnoreLocal.Participant)
         try:
             reader: DataReader[Any] = DataReader(self._subscriber, dds_topic, qos)
         except DDSException as err:
@@ -564,6 +616,26 @@ class DdsGraph:
             InvalidTopicName: the name is invalid.
             BridgeError: the graph is closed.
         """
+        found = self.discover_topic(topic_name, timeout)
+        return None if found is None else found.type_name
+
+    def discover_topic(self, topic_name: str, timeout: float) -> DiscoveredTopic | None:
+        """The type of the publishers on ``topic_name`` other than this graph's own, and the QoS
+        that matches them all (:func:`~fogros_dist.ros.qos.matching_subscription`), read from
+        DDS discovery (``DCPSPublication``: reliability, durability, history, deadline, lifespan).
+
+        Args:
+            topic_name: absolute ROS 2 topic name.
+            timeout: seconds to wait for a publisher to appear.
+
+        Returns:
+            What was found once the first publisher appeared (and those discovered with it), or
+            None if no ROS publisher appeared within ``timeout``.
+
+        Raises:
+            InvalidTopicName: the name is invalid.
+            BridgeError: the graph is closed.
+        """
         wanted = dds_topic_name(topic_name)
         self._check_open()
         own = self._participant.guid
@@ -572,22 +644,71 @@ class DdsGraph:
         waitset = WaitSet(self._participant)
         waitset.attach(condition)
         deadline = time.monotonic() + max(0.0, timeout)
+        type_name: str | None = None
+        offered: list[QosSpec] = []
         try:
             while True:
                 for endpoint in reader.take(N=256):
                     if getattr(endpoint, "topic_name", None) != wanted or endpoint.participant_key == own:
                         continue
                     ros_name = ros_type_name(endpoint.type_name)
-                    if ros_name is not None:
-                        return ros_name
+                    if ros_name is None or type_name not in (None, ros_name):
+                        continue
+                    if type_name is None:
+                        type_name = ros_name
+                        # Publishers discovered together arrive within moments: wait for them.
+                        deadline = min(deadline, time.monotonic() + _DISCOVERY_SETTLE_S)
+                    offered.append(_qos_spec(endpoint.qos))
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return None
+                    break
                 waitset.wait(duration(seconds=left))
         finally:
             _delete(waitset)
             _delete(condition)
             _delete(reader)
+        if type_name is None:
+            return None
+        qos = matching_subscription(offered)
+        return DiscoveredTopic(type_name=type_name, qos=qos, publishers=len(offered))
+
+    def service_server(
+        self, service: ServiceSpec, handler: ServiceHandler, *, nodes: Sequence[str] = ()
+    ) -> DdsServiceServer:
+        """Serve ``service`` (``type`` set) on the graph as rmw_cyclonedds_cpp does; see
+        :class:`~fogros_dist.ros.dds_services.DdsServiceServer`.
+
+        Raises:
+            ConfigError: the service has no type, or its name, type or a node name is invalid.
+            BridgeError: the graph is closed, or DDS refused the reader or writer.
+        """
+        from fogros_dist.ros.dds_services import DdsServiceServer  # it builds on this module
+
+        return DdsServiceServer(graph=self, service=service, handler=handler, owners=self._owners(nodes))
+
+    def service_client(self, service: ServiceSpec, *, nodes: Sequence[str] = ()) -> DdsServiceClient:
+        """A client of ``service`` (``type`` set); see
+        :class:`~fogros_dist.ros.dds_services.DdsServiceClient`.
+
+        Raises:
+            ConfigError: the service has no type, or its name, type or a node name is invalid.
+            BridgeError: the graph is closed, or DDS refused the reader or writer.
+        """
+        from fogros_dist.ros.dds_services import DdsServiceClient  # it builds on this module
+
+        return DdsServiceClient(graph=self, service=service, owners=self._owners(nodes))
+
+    def discover_service_type(self, name: str, timeout: float) -> str | None:
+        """The type (``pkg/srv/Type``) of a server of ``name`` other than this graph's own, seen
+        within ``timeout`` seconds, or None.
+
+        Raises:
+            InvalidTopicName: the name is invalid.
+            BridgeError: the graph is closed.
+        """
+        from fogros_dist.ros.dds_services import discover_service_type
+
+        return discover_service_type(self, name, timeout)
 
     def close(self) -> None:
         """Close every publisher and subscription made here, then leave the domain; idempotent."""
@@ -596,6 +717,9 @@ class DdsGraph:
                 return
             self._closed = True
             endpoints = list(self._endpoints)
+            services = list(self._services)
+        for service in services:
+            service.close()
         for endpoint in endpoints:
             endpoint.close()
         # Leaving the domain disposes the participant, and with it its nodes in every graph cache.
@@ -617,14 +741,16 @@ class DdsGraph:
             raise ConfigError(msg)
         return self._dds_topic(dds_topic_name(topic.name), topic.type)
 
-    def _dds_topic(self, name: str, type_name: str) -> tuple[Topic[Any], MessageType]:
+    def _dds_topic(
+        self, name: str, type_name: str, *, request_header: bool = False
+    ) -> tuple[Topic[Any], MessageType]:
         message_type = self._types.resolve(type_name)
         with self._lock:
             self._check_open()
             key = (name, type_name)
             dds_topic = self._topics.get(key)
             if dds_topic is None:
-                struct = self._structs.get(type_name)
+                struct = self._structs.get(type_name, request_header=request_header)
                 try:
                     dds_topic = Topic(self._participant, name, struct)
                 except DDSException as err:
@@ -688,4 +814,32 @@ class DdsGraph:
                 return
             self._endpoints.remove(endpoint)
             self._roster.remove_endpoint(endpoint._guid)
+        self._announce()
+
+    def _remember_service(
+        self,
+        service: _Closeable,
+        endpoints: Sequence[tuple[EndpointKind, bytes]],
+        owners: tuple[NodeName, ...],
+    ) -> None:
+        """List a service server's or client's reader and writer under ``owners``, as rmw lists
+        them under their node (``ros2 service list``, ``ros2 node info``)."""
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._services.append(service)
+                for kind, guid in endpoints:
+                    self._roster.add_endpoint(guid, kind, owners)
+        if closed:
+            service.close()
+            self._check_open()
+        self._announce()
+
+    def _forget_service(self, service: _Closeable, guids: Sequence[bytes]) -> None:
+        with self._lock:
+            if service not in self._services:
+                return
+            self._services.remove(service)
+            for guid in guids:
+                self._roster.remove_endpoint(guid)
         self._announce()

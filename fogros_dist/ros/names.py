@@ -28,6 +28,7 @@ MAX_TOPIC_NAME_LENGTH = 247
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BAD_CHAR = re.compile(r"[^A-Za-z0-9_/]")
 _TYPE_PART = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_KINDS = ("msg", "srv", "action")
 _DDS_TYPE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)::(msg|srv|action)::dds_::([A-Za-z][A-Za-z0-9_]*)_$")
 
 
@@ -93,7 +94,8 @@ def zenoh_key(name: str) -> str:
 
 
 def validate_type_name(type_name: str) -> str:
-    """Check that ``type_name`` has the ROS 2 form ``pkg/msg/Type``.
+    """Check that ``type_name`` has the ROS 2 form ``pkg/msg/Type`` (or ``pkg/srv/...``,
+    ``pkg/action/...`` for the messages services and actions are made of).
 
     Only the shape is checked here; whether a distribution defines the type is
     :meth:`fogros_dist.ros.types.MessageTypes.resolve`'s job.
@@ -108,7 +110,9 @@ def validate_type_name(type_name: str) -> str:
     if len(parts) == 2 and all(_TYPE_PART.fullmatch(p) for p in parts):
         msg = f"message type {type_name!r} lacks its interface kind: use '{parts[0]}/msg/{parts[1]}'"
         raise UnknownMessageType(msg)
-    if len(parts) != 3 or parts[1] != "msg" or not all(_TYPE_PART.fullmatch(p) for p in parts):
+    # srv and action kinds: a service's request/response messages (``pkg/srv/T_Request``) and an
+    # action's generated messages (``pkg/action/T_FeedbackMessage`` rides on a topic).
+    if len(parts) != 3 or parts[1] not in _KINDS or not all(_TYPE_PART.fullmatch(p) for p in parts):
         msg = (
             f"message type {type_name!r} is malformed: use 'package/msg/Type' "
             "(letters, digits and '_'), e.g. 'std_msgs/msg/String'"

@@ -16,18 +16,23 @@ rclpy is imported inside the functions that need it: importing this module never
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fogros_dist.errors import BridgeError, ConfigError, MissingDependency, UnknownMessageType
 from fogros_dist.ros.domain import resolve_domain_id
-from fogros_dist.ros.graph import CdrCallback
+from fogros_dist.ros.graph import CdrCallback, ServiceHandler
 from fogros_dist.ros.names import validate_topic_name, validate_type_name
 from fogros_dist.ros.node_names import NodeName, default_node_name, parse_node_name
-from fogros_dist.spec import QosSpec, TopicSpec
+from fogros_dist.ros.qos import KEEP_ALL_DEPTH, DiscoveredTopic, clamp_depth, matching_subscription
+from fogros_dist.spec import QosSpec, ServiceSpec, TopicSpec
+
+if TYPE_CHECKING:
+    from fogros_dist.ros.rclpy_services import RclpyServiceClient, RclpyServiceServer
 
 __all__ = ["RclpyGraph", "RclpyPublisher", "RclpySubscription", "import_rclpy"]
 
@@ -98,11 +103,16 @@ def _stand_in_group() -> Any:
 
 
 def _qos_profile(qos: QosSpec) -> Any:
+    from rclpy.duration import Duration
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    def duration(seconds: float) -> Any:
+        # 0 is infinite in QosSpec; rclpy's default Duration() (0) means "unspecified" = infinite.
+        return Duration(nanoseconds=round(seconds * 1e9))
 
     # rclpy's QoSProfile is untyped where ROS 2 is installed, and unknown (Any) where it is not.
     return QoSProfile(  # type: ignore[no-untyped-call,unused-ignore]
-        history=HistoryPolicy.KEEP_LAST,
+        history=HistoryPolicy.KEEP_ALL if qos.history == "keep_all" else HistoryPolicy.KEEP_LAST,
         depth=qos.depth,
         reliability=ReliabilityPolicy.RELIABLE
         if qos.reliability == "reliable"
@@ -110,6 +120,35 @@ def _qos_profile(qos: QosSpec) -> Any:
         durability=DurabilityPolicy.TRANSIENT_LOCAL
         if qos.durability == "transient_local"
         else DurabilityPolicy.VOLATILE,
+        deadline=duration(qos.deadline_s),
+        lifespan=duration(qos.lifespan_s),
+    )
+
+
+# rmw's RMW_DURATION_INFINITE (and anything at least as long) is QosSpec's 0.
+_INFINITE_NS = 9223372036854775807
+
+
+def _qos_spec(profile: Any) -> QosSpec:
+    """The QosSpec of a discovered endpoint's rclpy QoSProfile (an UNKNOWN policy: ROS's default)."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, ReliabilityPolicy
+
+    def seconds(value: Any) -> float:
+        ns = int(value.nanoseconds)
+        return 0.0 if ns <= 0 or ns >= _INFINITE_NS else ns / 1e9
+
+    keep_all = profile.history == HistoryPolicy.KEEP_ALL
+    # rmw reports depth 0 where discovery does not carry it: ROS's default depth then.
+    depth = int(profile.depth) or QosSpec().depth
+    return QosSpec(
+        reliability="best_effort" if profile.reliability == ReliabilityPolicy.BEST_EFFORT else "reliable",
+        durability="transient_local"
+        if profile.durability == DurabilityPolicy.TRANSIENT_LOCAL
+        else "volatile",
+        history="keep_all" if keep_all else "keep_last",
+        depth=KEEP_ALL_DEPTH if keep_all else clamp_depth(depth),
+        deadline_s=seconds(profile.deadline),
+        lifespan_s=seconds(profile.lifespan),
     )
 
 
@@ -267,6 +306,8 @@ class RclpyGraph:
         self._lock = threading.Lock()
         self._closed = False
         self._endpoints: list[RclpyPublisher | RclpySubscription] = []
+        # Service servers and clients (ros/rclpy_services.py).
+        self._services: list[RclpyServiceServer | RclpyServiceClient] = []
         self._context = Context()
         try:
             # A library must not take over SIGINT: the host program decides how to stop.
@@ -328,7 +369,7 @@ class RclpyGraph:
         """
         msg_cls = self._message_class(topic)
         owners = self._owners(nodes)
-        qos = _qos_profile(topic.qos)
+        qos = _qos_profile(topic.effective_qos)
         with self._lock:
             self._check_open()
             first, *others = (self._node_for(owner, locked=True) for owner in owners)
@@ -363,13 +404,11 @@ class RclpyGraph:
             self._check_open()
             first, *others = (self._node_for(owner, locked=True) for owner in owners)
             endpoint._subscription = first.create_subscription(
-                msg_cls, topic.name, endpoint._deliver, _qos_profile(topic.qos), raw=True
+                msg_cls, topic.name, endpoint._deliver, _qos_profile(topic.effective_qos), raw=True
             )
             endpoint._node = first
             if others:
-                stand_in_qos = _qos_profile(
-                    QosSpec(reliability=topic.qos.reliability, durability=topic.qos.durability, depth=1)
-                )
+                stand_in_qos = _qos_profile(dataclasses.replace(topic.effective_qos, depth=1))
                 endpoint._stand_ins = tuple(
                     (
                         node,
@@ -397,15 +436,115 @@ class RclpyGraph:
             InvalidTopicName: the name is invalid.
             BridgeError: the graph is closed.
         """
+        found = self.discover_topic(topic_name, timeout)
+        return None if found is None else found.type_name
+
+    def discover_topic(self, topic_name: str, timeout: float) -> DiscoveredTopic | None:
+        """The type of the publishers on ``topic_name`` other than this graph's nodes, and the
+        QoS that matches them all (:func:`~fogros_dist.ros.qos.matching_subscription`), from
+        ``get_publishers_info_by_topic``.
+
+        Returns:
+            What the graph showed once a publisher appeared, or None if none did within
+            ``timeout`` seconds.
+
+        Raises:
+            InvalidTopicName: the name is invalid.
+            BridgeError: the graph is closed.
+        """
         validate_topic_name(topic_name)
         self._check_open()
         own = {(n.name, n.namespace) for n in self._nodes}
         waiter = threading.Event()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            for info in self._node.get_publishers_info_by_topic(topic_name):
-                if (info.node_name, info.node_namespace) not in own and "/msg/" in info.topic_type:
-                    return str(info.topic_type)
+            infos = [
+                info
+                for info in self._node.get_publishers_info_by_topic(topic_name)
+                if (info.node_name, info.node_namespace) not in own and "/msg/" in info.topic_type
+            ]
+            if infos:
+                type_name = str(infos[0].topic_type)
+                offered = [_qos_spec(i.qos_profile) for i in infos if i.topic_type == type_name]
+                return DiscoveredTopic(
+                    type_name=type_name, qos=matching_subscription(offered), publishers=len(offered)
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            waiter.wait(min(_DISCOVERY_POLL, left))
+
+    def service_server(
+        self, service: ServiceSpec, handler: ServiceHandler, *, nodes: Sequence[str] = ()
+    ) -> RclpyServiceServer:
+        """Serve ``service`` (``type`` set) with an rclpy Service; see
+        :class:`~fogros_dist.ros.rclpy_services.RclpyServiceServer`.
+
+        Args:
+            service: the service.
+            handler: gets each request's CDR and its responder, on the executor thread.
+            nodes: the nodes (full names) that own it; empty: this graph's own node. Only the
+                first owns the server (rclpy has one node per service).
+
+        Raises:
+            ConfigError: the service has no type, or an invalid service or node name.
+            UnknownMessageType: the type is not installed.
+            BridgeError: the graph is closed.
+        """
+        from fogros_dist.ros.rclpy_services import RclpyServiceServer
+
+        owners = self._owners(nodes)
+        with self._lock:
+            self._check_open()
+            node = self._node_for(owners[0], locked=True)
+            server = RclpyServiceServer(graph=self, service=service, handler=handler, node=node)
+            self._services.append(server)
+        return server
+
+    def service_client(self, service: ServiceSpec, *, nodes: Sequence[str] = ()) -> RclpyServiceClient:
+        """A client of ``service`` (``type`` set) through an rclpy Client; ``nodes`` as for
+        :meth:`service_server`.
+
+        Raises:
+            ConfigError: the service has no type, or an invalid service or node name.
+            UnknownMessageType: the type is not installed.
+            BridgeError: the graph is closed.
+        """
+        from fogros_dist.ros.rclpy_services import RclpyServiceClient
+
+        owners = self._owners(nodes)
+        with self._lock:
+            self._check_open()
+            node = self._node_for(owners[0], locked=True)
+            client = RclpyServiceClient(graph=self, service=service, node=node)
+            self._services.append(client)
+        return client
+
+    def discover_service_type(self, name: str, timeout: float) -> str | None:
+        """The type (``pkg/srv/Type``) of a server of ``name`` that no node of this graph
+        serves, seen within ``timeout`` seconds, or None.
+
+        Raises:
+            InvalidTopicName: the name is invalid.
+            BridgeError: the graph is closed.
+        """
+        validate_topic_name(name)
+        self._check_open()
+        waiter = threading.Event()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            own = any(
+                served == name
+                for node in list(self._nodes.values())
+                for served, _ in node.get_service_names_and_types_by_node(
+                    node.get_name(), node.get_namespace()
+                )
+            )
+            for served, types in self._node.get_service_names_and_types():
+                if served == name and not own:
+                    found = [t for t in types if "/srv/" in t]
+                    if found:
+                        return str(found[0])
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -418,6 +557,9 @@ class RclpyGraph:
                 return
             self._closed = True
             endpoints = list(self._endpoints)
+            services = list(self._services)
+        for service in services:
+            service.close()
         for endpoint in endpoints:
             endpoint.close()
         self._executor.shutdown(timeout_sec=5.0)
@@ -502,6 +644,20 @@ class RclpyGraph:
         if self._stand_in_group is None:
             self._stand_in_group = _stand_in_group()
         return self._stand_in_group
+
+    def _forget_service(
+        self, service: RclpyServiceServer | RclpyServiceClient, node: Any, handle: Any
+    ) -> None:
+        """Destroy a server's rclpy Service or a client's rclpy Client."""
+        from fogros_dist.ros.rclpy_services import RclpyServiceServer
+
+        with self._lock:
+            if service in self._services:
+                self._services.remove(service)
+        if isinstance(service, RclpyServiceServer):
+            node.destroy_service(handle)
+        else:
+            node.destroy_client(handle)
 
     def _destroy(
         self, endpoint: RclpyPublisher | RclpySubscription, handle: Any, stand_ins: Sequence[Any] = ()

@@ -1,22 +1,28 @@
 """ROS 2 message types from ``rosbags`` typestores: names, RIHS01 hashes and CDR.
 
 No ROS 2 installation is needed: ``rosbags`` ships the standard message definitions of each
-distribution. A type unknown to the distribution (a robot's own package) can be added with
-:meth:`MessageTypes.register_msg` from its ``.msg`` text.
+distribution, and fogros_dist ships the stock service and action definitions the bridge needs
+(``ros/stock_interfaces/``), registered the first time one of their messages is resolved. Any
+other interface (a robot's own package, or one rosbags lacks) is added from its definition with
+:meth:`MessageTypes.register_interface`; at deploy time ``ros/interfaces.py`` finds those
+definitions and every bridge registers them from its spec.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rosbags.interfaces import Nodetype
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 
 from fogros_dist.errors import ConfigError, UnknownMessageType
+from fogros_dist.ros.interface_text import interface_of, referenced_types, split_interface_name, types_of
+from fogros_dist.ros.interfaces import stock_definition
 from fogros_dist.ros.names import dds_type_name, validate_type_name
+from fogros_dist.spec import InterfaceDef
 
 if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
@@ -83,6 +89,8 @@ class MessageTypes:
         self._store: Typestore = _standard_typestore(distro)
         self._private = False
         self._resolved: dict[str, MessageType] = {}
+        # Bridge threads resolve concurrently; registering replaces the store's dictionaries.
+        self._register_lock = threading.RLock()
 
     @property
     def distro(self) -> str:
@@ -91,7 +99,7 @@ class MessageTypes:
 
     @property
     def typestore(self) -> Typestore:
-        """The underlying ``rosbags`` typestore (read it; add types with :meth:`register_msg`)."""
+        """The underlying ``rosbags`` typestore (read it; add types with :meth:`register_interface`)."""
         return self._store
 
     def names(self) -> tuple[str, ...]:
@@ -114,10 +122,13 @@ class MessageTypes:
             # 'pkg/Type' already gets its fix ('pkg/msg/Type') from validate_type_name.
             hint = "" if type_name.count("/") == 1 else self._suggest(type_name)
             raise UnknownMessageType(f"{err}{hint}") from None
-        if type_name not in self._store.fielddefs:
+        if type_name not in self._store.fielddefs and not self._register_stock(type_name):
+            pkg = type_name.split("/", 1)[0]
+            suggestion = self.suggestion(type_name)
             msg = (
-                f"message type {type_name!r} is not defined in ROS 2 {self._distro}{self._suggest(type_name)}"
-                ": check the spelling, or add the package's .msg with MessageTypes.register_msg()"
+                f"message type {type_name!r} is not defined in ROS 2 {self._distro}{suggestion}"
+                f": check the spelling; for a package's own type, build package {pkg!r} and source "
+                "its workspace (install/setup.bash) before the launch, so its definition is found"
             )
             raise UnknownMessageType(msg)
         found = MessageType(
@@ -183,6 +194,32 @@ class MessageTypes:
             )
             raise ConfigError(msg) from err
 
+    def knows_interface(self, interface_name: str) -> bool:
+        """Whether ``pkg/msg|srv|action/T`` is known here without any other definition: the
+        distribution's own types, the stock definitions fogros_dist ships, or one registered.
+
+        Raises:
+            UnknownMessageType: the name is malformed.
+        """
+        _pkg, kind, _leaf = split_interface_name(interface_name)
+        if kind == "msg":
+            if interface_name in self._store.fielddefs:
+                return True
+        elif any(interface_of(name) == interface_name for name in self._store.fielddefs):
+            return True
+        return stock_definition(self._distro, interface_name) is not None
+
+    def register_interface(self, definition: InterfaceDef) -> None:
+        """Add every message ``definition`` makes (a .srv's request and response, an .action's
+        seven messages); the types it uses must be known or added first.
+
+        Raises:
+            UnknownMessageType: the definition's name is malformed.
+            ConfigError: the text does not parse, uses an unknown type, or clashes with a type of
+                the same name.
+        """
+        self.register_types(types_of(definition), what=definition.name)
+
     def register_msg(self, type_name: str, definition: str) -> None:
         """Add a message type from its ``.msg`` text (types it uses must be known or added first).
 
@@ -201,23 +238,56 @@ class MessageTypes:
             first_line = str(err).splitlines()[0].rstrip(":")
             msg = f"definition of {type_name!r} does not parse ({first_line}): pass the .msg file's text"
             raise ConfigError(msg) from err
-        for used in sorted(_referenced_types(new_types)):
-            if used not in new_types and used not in self._store.fielddefs:
-                msg = (
-                    f"definition of {type_name!r} uses {used!r}, which ROS 2 {self._distro} does not "
-                    "define: register that type first (or fix the spelling)"
-                )
-                raise ConfigError(msg)
-        if not self._private:
-            # Copy on first write so the cached standard store stays pristine for everyone else.
-            self._store = get_typestore(SUPPORTED_DISTROS[self._distro])
-            self._private = True
+        self.register_types(new_types, what=type_name)
+
+    def register_types(self, new_types: dict[str, Any], *, what: str) -> None:
+        """Add rosbags type definitions (``{name: (constants, fields)}``) to this instance only.
+
+        Args:
+            new_types: the definitions, e.g. from :func:`fogros_dist.ros.interface_text.types_of`.
+            what: the interface they come from, for error messages.
+
+        Raises:
+            ConfigError: a field uses a type neither known nor among ``new_types``, or a type of
+                the same name with another definition exists.
+        """
+        with self._register_lock:
+            for used in sorted(referenced_types(new_types)):
+                if used not in self._store.fielddefs and not self._register_stock(used):
+                    msg = (
+                        f"definition of {what!r} uses {used!r}, which ROS 2 {self._distro} does not "
+                        "define: register that type first (or fix the spelling)"
+                    )
+                    raise ConfigError(msg)
+            if not self._private:
+                # Copy on first write so the cached standard store stays pristine for everyone else.
+                self._store = get_typestore(SUPPORTED_DISTROS[self._distro])
+                self._private = True
+            try:
+                self._store.register(new_types)
+            except TypesysError as err:
+                msg = f"cannot add {what!r} ({err}): a type of that name with another definition exists"
+                raise ConfigError(msg) from err
+            for name in new_types:
+                self._resolved.pop(name, None)
+
+    def suggestion(self, type_name: str) -> str:
+        """`` (did you mean 'a' or 'b'?)`` for the known names closest to ``type_name``, or ""."""
+        return self._suggest(type_name)
+
+    def _register_stock(self, type_name: str) -> bool:
+        """Register the shipped stock interface ``type_name`` belongs to; whether there was one."""
         try:
-            self._store.register(new_types)
-        except TypesysError as err:
-            msg = f"cannot add {type_name!r} ({err}): a type of that name with another definition exists"
-            raise ConfigError(msg) from err
-        self._resolved.pop(type_name, None)
+            interface = interface_of(type_name)
+        except UnknownMessageType:
+            return False
+        definition = stock_definition(self._distro, interface)
+        if definition is None:
+            return False
+        with self._register_lock:
+            if type_name not in self._store.fielddefs:
+                self.register_interface(definition)
+        return type_name in self._store.fielddefs
 
     def _suggest(self, type_name: str) -> str:
         # Rank by the type's own name (the package prefix would make every sibling look close),
@@ -233,20 +303,3 @@ class MessageTypes:
         if not close:
             return ""
         return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
-
-
-def _referenced_types(typesdict: dict[str, Any]) -> set[str]:
-    """Every message type named by a field of the given rosbags type definitions."""
-    found: set[str] = set()
-
-    def walk(desc: tuple[Any, Any]) -> None:
-        kind, detail = desc
-        if kind == Nodetype.NAME:
-            found.add(detail)
-        elif kind in (Nodetype.ARRAY, Nodetype.SEQUENCE):
-            walk(detail[0])
-
-    for _consts, fields in typesdict.values():
-        for _name, desc in fields:
-            walk(desc)
-    return found

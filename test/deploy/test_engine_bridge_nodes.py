@@ -53,8 +53,12 @@ def test_robot_graph_shows_the_bridge_and_the_offloaded_node(tmp_path: Path, rob
 
 
 def _bridged(topics: tuple[set[str], set[str]]) -> tuple[set[str], set[str]]:
-    # An rclpy node (the bridge picks rclpy where ROS 2 is sourced) also publishes /parameter_events.
-    return topics[0] - {"rt/parameter_events"}, topics[1]
+    # An rclpy node (the bridge picks rclpy where ROS 2 is sourced) also publishes /parameter_events;
+    # the node's bridged parameter services are services (rq/, rr/), not its topics.
+    def topic(name: str) -> bool:
+        return not name.startswith(("rq/", "rr/"))
+
+    return {t for t in topics[0] - {"rt/parameter_events"} if topic(t)}, {t for t in topics[1] if topic(t)}
 
 
 def view_after_down(robot_domain: int) -> bool:

@@ -64,7 +64,7 @@ class Visitor:
             self.session.declare_subscriber("**", on_sample, allowed_origin=zenoh.Locality.REMOTE)
         )
         # "**" matches no chunk that starts with "@": the bridges' own prefixes are named.
-        for pattern in ("**", "@fogros/**", "@ros2_lv/**"):
+        for pattern in ("**", "@fogros/**", "@/*/@ros2_lv/**"):
             self._declared.append(
                 self.session.liveliness().declare_subscriber(pattern, on_token, history=True)
             )

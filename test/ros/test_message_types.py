@@ -45,7 +45,8 @@ def test_unknown_type_suggests_close_names_and_the_fix() -> None:
         UnknownMessageType,
         match=r"'sensor_msgs/msg/Imag' is not defined in ROS 2 jazzy "
         r"\(did you mean 'sensor_msgs/msg/Image'\?\): "
-        r"check the spelling, or add the package's .msg with MessageTypes.register_msg\(\)",
+        r"check the spelling; for a package's own type, build package 'sensor_msgs' and source its "
+        r"workspace \(install/setup.bash\) before the launch",
     ):
         types.resolve("sensor_msgs/msg/Imag")
     with pytest.raises(UnknownMessageType, match=r"did you mean 'std_msgs/msg/String'"):

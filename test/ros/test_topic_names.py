@@ -69,7 +69,7 @@ def test_type_names_map_both_ways() -> None:
     [
         ("sensor_msgs/Image", r"'sensor_msgs/Image' lacks its interface kind: use 'sensor_msgs/msg/Image'"),
         ("Image", r"'Image' is malformed: use 'package/msg/Type'"),
-        ("pkg/srv/Foo", r"'pkg/srv/Foo' is malformed"),
+        ("pkg/service/Foo", r"'pkg/service/Foo' is malformed"),
         ("pkg/msg/Foo-Bar", r"is malformed"),
     ],
 )

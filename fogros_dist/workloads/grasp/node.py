@@ -122,8 +122,8 @@ class _GraspServer:
         self.info_topic = ctx.args.topic(CAMERA_INFO_TOPIC)
         grasps_topic = ctx.args.topic(GRASPS_TOPIC)
         quality_topic = ctx.args.topic(QUALITY_TOPIC)
-        qos_in = {t.name: t.qos for t in TOPICS_IN}
-        qos_out = {t.name: t.qos for t in TOPICS_OUT}
+        qos_in = {t.name: t.effective_qos for t in TOPICS_IN}
+        qos_out = {t.name: t.effective_qos for t in TOPICS_OUT}
         self.pose_pub = ctx.graph.publisher(
             TopicSpec(name=grasps_topic, type=POSE_ARRAY, qos=qos_out[GRASPS_TOPIC])
         )
