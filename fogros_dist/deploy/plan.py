@@ -326,12 +326,11 @@ def _warn_qos_conflicts(spec: DeploymentSpec) -> None:
     """Warn (one line each) about explicit QoS that can be seen to match nothing from the spec
     alone: a topic one node publishes with a QoS that a node subscribing to it can never match,
     or a topic subscribed twice with different QoS (the bridge uses the first)."""
-    import logging
-
+    from fogros_dist.logs import module_logger
     from fogros_dist.ros.qos import describe, mismatch
     from fogros_dist.spec import QosSpec
 
-    log = logging.getLogger(__name__)
+    log = module_logger(__name__)
     offered: dict[str, tuple[str, QosSpec]] = {}
     requested: dict[str, tuple[str, QosSpec]] = {}
     for node in spec.nodes:

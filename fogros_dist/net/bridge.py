@@ -59,7 +59,6 @@ test compares both on every message type of a distribution).
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections import deque
@@ -72,6 +71,7 @@ import zenoh
 import zenoh.ext
 
 from fogros_dist.errors import BridgeError, ConfigError, FogError
+from fogros_dist.logs import module_logger
 from fogros_dist.net.cdr_check import CdrValidator
 from fogros_dist.net.closing import quietly, undeclare
 from fogros_dist.net.codecs import CodecError, FrameDecoder, TopicEncoder, check_codec_for_type, parse_codec
@@ -98,7 +98,7 @@ __all__ = [
     "wait_for_peer_bridge",
 ]
 
-_log = logging.getLogger(__name__)
+_log = module_logger(__name__)
 
 _FORBIDDEN_IN_CHUNK = set("/*$#?@ ")
 # How long one discover_type() call may block: bounds how long close() waits for a discovery
@@ -1155,10 +1155,5 @@ def _topic_owners(spec: BridgeRunSpec, direction: Direction) -> dict[str, tuple[
 
 
 def _same_qos(a: QosSpec, b: QosSpec) -> bool:
-    """Whether two QoS are the same in what an announcement carries (not deadline, lifespan)."""
-    return (a.reliability, a.durability, a.history, a.depth) == (
-        b.reliability,
-        b.durability,
-        b.history,
-        b.depth,
-    )
+    """Whether two QoS are the same in everything an announcement carries."""
+    return a == b

@@ -21,6 +21,7 @@ with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -32,6 +33,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from fogros_dist.errors import BridgeError, ConfigError, FogError, MissingDependency
+from fogros_dist.logs import module_logger
 from fogros_dist.spec import BridgeRunSpec, from_json
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_SPEC = 2
 
-_log = logging.getLogger("fogros_dist.bridge")
+_log = module_logger("fogros_dist.bridge")
 
 
 def load_spec(path: str) -> BridgeRunSpec:
@@ -239,6 +241,11 @@ def _serve(
                 return  # stopped during start-up: a clean stop, not a failure
             raise
         print(_ready_line(spec), flush=True)
+        # Everything made during start-up (typestores, routes, Zenoh and DDS objects: ~50k) lives
+        # as long as the bridge: frozen, a full collection no longer walks it, which measured
+        # 27-50 ms per collection on a loaded 2-CPU host, a pause every stream would feel.
+        gc.collect()
+        gc.freeze()
         stop.wait()
         _log.info("stopping the %s bridge", spec.side)
     finally:

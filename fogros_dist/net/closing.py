@@ -3,15 +3,16 @@ closing goes on for every other route (topics in net/bridge.py, services in net/
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import zenoh
 
+from fogros_dist.logs import module_logger
+
 __all__ = ["quietly", "undeclare"]
 
-_log = logging.getLogger(__name__)
+_log = module_logger(__name__)
 
 
 def undeclare(entity: Any) -> None:

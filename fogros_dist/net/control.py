@@ -19,7 +19,6 @@ malformed report (a stranger's) is ignored.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,12 +26,12 @@ from typing import Any
 
 import zenoh
 
+from fogros_dist.logs import module_logger
 from fogros_dist.net.link_health import HEARTBEAT_S, LinkMonitor
 
 __all__ = ["REPORT_S", "ControlChannel"]
 
-_log = logging.getLogger(__name__)
-_log.propagate = True
+_log = module_logger(__name__)
 
 # How often a bridge reports what it received (when something did): the sender's flow window
 # sees the link's state this much late at most.

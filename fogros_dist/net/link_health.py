@@ -14,19 +14,17 @@ The counts are in the bridge's stats (``link``), which ``fogros-dist list`` and 
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fogros_dist.logs import module_logger
+
 __all__ = ["FORGET_S", "HEARTBEAT_S", "STALL_S", "LinkMonitor"]
 
-_log = logging.getLogger(__name__)
-# ROS 2's launch makes loggers created after its import non-propagating: this one must reach
-# the bridge process's handlers (and pytest's capture).
-_log.propagate = True
+_log = module_logger(__name__)
 
 # How often a bridge says it is alive.
 HEARTBEAT_S = 0.25

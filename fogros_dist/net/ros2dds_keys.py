@@ -19,11 +19,17 @@ Zenoh tool that reads its tokens, sees fogros_dist's routes as its own:
   and ``K`` otherwise, and the kinds are DDS's enum values (reliability best effort 0, reliable
   1; durability volatile 0, transient local 1, transient 2, persistent 3; history keep last 0,
   keep all 1). From Iron on, the user data is the endpoint's ``typehash=RIHS01_<hex>;``.
+
+Deadline and lifespan have no part of their own in that format, yet a far-side writer that offers
+no deadline never matches a subscriber that requests one. So a QoS with either travels in the
+user data as two more of its ``key=value;`` pairs (``fogros_deadline_ns=<n>;
+fogros_lifespan_ns=<n>;``, only when non-zero): zenoh-bridge-ros2dds carries user data as it is
+and rmw ignores keys it does not know, so the form stays readable to both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, cast
 
 from fogros_dist.errors import ConfigError
@@ -67,6 +73,10 @@ ACTION_SUFFIXES = (
     "_action/feedback",
     "_action/status",
 )
+
+# Deadline and lifespan in the user data (fogros_dist's own keys; see the module's doc).
+_DEADLINE_KEY, _LIFESPAN_KEY = "fogros_deadline_ns", "fogros_lifespan_ns"
+_TIMING_FIELDS = {_DEADLINE_KEY: "deadline_s", _LIFESPAN_KEY: "lifespan_s"}
 
 # DDS's enum values (cyclonedds dds_reliability_kind_t, dds_durability_kind_t, dds_history_kind_t).
 _RELIABILITY = {"best_effort": 0, "reliable": 1}
@@ -127,7 +137,7 @@ class DecodedQos:
 def encode_qos(qos: QosSpec, *, keyless: bool = True, user_data: str = "") -> str:
     """The token form of ``qos`` (liveliness_mgt.rs qos_to_key_expr), every part written out.
 
-    Deadline and lifespan are not part of the format and do not travel.
+    A non-zero deadline or lifespan is appended to the user data (see the module's doc).
 
     Raises:
         ConfigError: ``user_data`` holds a character a key chunk cannot (``/ * $ # ?``) or ``:``.
@@ -135,6 +145,9 @@ def encode_qos(qos: QosSpec, *, keyless: bool = True, user_data: str = "") -> st
     if set(user_data) & set("/*$#?:"):
         msg = f"QoS user data {user_data!r} cannot travel in a token: it may not hold / * $ # ? or :"
         raise ConfigError(msg)
+    for key, seconds in ((_DEADLINE_KEY, qos.deadline_s), (_LIFESPAN_KEY, qos.lifespan_s)):
+        if seconds:
+            user_data += f"{key}={round(seconds * 1e9)};"
     parts = [
         "" if keyless else "K",
         str(_RELIABILITY[qos.reliability]),
@@ -176,8 +189,29 @@ def decode_qos(text: str) -> DecodedQos:
         history=cast(History, history),
         depth=depth,
     )
-    user_data = parts[4] if len(parts) > 4 else ""
+    user_data, timing = _split_timing(parts[4] if len(parts) > 4 else "", text)
+    qos = replace(qos, deadline_s=timing.get("deadline_s", 0.0), lifespan_s=timing.get("lifespan_s", 0.0))
     return DecodedQos(qos=qos, keyless=keyless, user_data=user_data)
+
+
+def _split_timing(user_data: str, text: str) -> tuple[str, dict[str, float]]:
+    """The user data without the deadline/lifespan pairs :func:`encode_qos` added, and those
+    two as QosSpec fields (seconds)."""
+    kept: list[str] = []
+    timing: dict[str, float] = {}
+    for pair in user_data.split(";"):
+        key, _, value = pair.partition("=")
+        field = _TIMING_FIELDS.get(key)
+        if field is None:
+            if pair:
+                kept.append(pair + ";")
+            continue
+        try:
+            timing[field] = int(value) / 1e9
+        except ValueError as err:
+            msg = f"QoS {text!r} has {key}={value!r}: expected a whole number of nanoseconds"
+            raise ConfigError(msg) from err
+    return "".join(kept), timing
 
 
 def _key_for(table: dict[str, int], value: int) -> str:

@@ -16,7 +16,6 @@ message Zenoh or the link lost, never one the backlog dropped).
 
 from __future__ import annotations
 
-import logging
 import struct
 import threading
 import time
@@ -25,14 +24,14 @@ from typing import Any
 
 import zenoh
 
+from fogros_dist.logs import module_logger
 from fogros_dist.net.backlog import Backlog, BacklogLimits
 from fogros_dist.net.flow import FlowWindow
 from fogros_dist.net.stats import TopicStats
 
 __all__ = ["ATTACHMENT", "BACKLOG_BYTES", "RELIABLE_BACKLOG_MESSAGES", "TopicSender", "backlog_limits"]
 
-_log = logging.getLogger(__name__)
-_log.propagate = True
+_log = module_logger(__name__)
 
 # (time the sending bridge took the message from its graph, ns since the epoch; per-topic
 # sequence number from 1), little endian.

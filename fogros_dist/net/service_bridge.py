@@ -25,7 +25,6 @@ answered, timed out, errors, in flight, latency) are the bridge stats' ``service
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from typing import Any, Literal
 import zenoh
 
 from fogros_dist.errors import BridgeError, ConfigError, FogError
+from fogros_dist.logs import module_logger
 from fogros_dist.net.closing import quietly, undeclare
 from fogros_dist.net.ros2dds_keys import name_to_key, parse_token, service_server_token, token_pattern
 from fogros_dist.ros.graph import RawServiceClient, RawServiceServer, RosGraph, ServiceResponder
@@ -44,8 +44,7 @@ from fogros_dist.spec import BridgeRunSpec, ServiceSpec
 
 __all__ = ["DEFAULT_MAX_CALLS", "ServiceBridge", "ServiceRole", "ServiceStats", "local_call_timeout"]
 
-_log = logging.getLogger(__name__)
-_log.propagate = True  # ROS 2's launch makes later loggers non-propagating (see ros/dds.py)
+_log = module_logger(__name__)
 
 ServiceRole = Literal["remote", "local"]
 # Enough for many goals waiting on get_result at once; each is a thread blocked in the graph.

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fogros_dist.errors import FogError
+from fogros_dist.logs import module_logger
 from fogros_dist.nodes.ros_args import RosArgs, parse_ros_args
 from fogros_dist.ros.graph import CdrCallback, RosGraph
 from fogros_dist.spec import default_distro
@@ -60,7 +61,7 @@ def run_node(
         print(f"{default_name}: error: {err}", file=sys.stderr)
         return 2
     name = ros_args.node_name or default_name
-    log = logging.getLogger(name)
+    log = module_logger(name)
     distro = default_distro()
     from fogros_dist.ros import open_graph
     from fogros_dist.ros.node_names import full_node_name

@@ -16,7 +16,6 @@ closes, at ``terminate``) and returns a Host whose address is the robot's loopba
 from __future__ import annotations
 
 import contextlib
-import logging
 import select
 import socket
 import threading
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fogros_dist.errors import FogError, ProvisionError
+from fogros_dist.logs import module_logger
 from fogros_dist.remote.runner import ForwardRefused, SSHRunner
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ __all__ = ["LOOPBACK", "PortForward", "establish_forwarded", "loopback_listener"
 
 LOOPBACK = "127.0.0.1"
 
-_log = logging.getLogger(__name__)
+_log = module_logger(__name__)
 _CHUNK = 1 << 16
 
 

@@ -10,20 +10,20 @@ itself runs on untouched.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 from fogros_dist.errors import ProvisionError
+from fogros_dist.logs import module_logger
 from fogros_dist.remote.agent import HostAgent
 from fogros_dist.remote.runner import ConnectionLost
 from fogros_dist.spec import ProcessRecord
 
 __all__ = ["RemoteProcess", "Sink"]
 
-_log = logging.getLogger(__name__)
+_log = module_logger(__name__)
 # Receives one line of output: (machine, process name, stream, text); the same shape as the
 # providers' OutputSink.
 Sink = Callable[[str, str, Literal["stdout", "stderr"], str], None]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import logging
 import sys
 import threading
 import time
@@ -55,6 +54,7 @@ from cyclonedds.util import duration
 from rosbags.interfaces import Nodetype
 
 from fogros_dist.errors import BridgeError, ConfigError
+from fogros_dist.logs import module_logger
 from fogros_dist.ros.discovery import (
     DISCOVERY_QOS,
     DISCOVERY_TOPIC,
@@ -76,10 +76,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DdsGraph", "DdsPublisher", "DdsSubscription", "keep_large_messages_on_heap"]
 
-_log = logging.getLogger(__name__)
-# ROS 2's `launch` makes every logger created after its import non-propagating (LaunchLogger):
-# ours must still reach the host program's root handlers.
-_log.propagate = True
+_log = module_logger(__name__)
 
 _ANY_STATE = SampleState.Any | ViewState.Any | InstanceState.Any
 _TAKE_BATCH = 32

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import logging
 import struct
 import threading
 import time
@@ -42,6 +41,7 @@ from cyclonedds.topic import Sample
 from cyclonedds.util import duration
 
 from fogros_dist.errors import BridgeError, ConfigError
+from fogros_dist.logs import module_logger
 from fogros_dist.ros.dds import _ANY_STATE, _dds_policies, _dds_write, _delete, _pad, _unpad
 from fogros_dist.ros.graph import ServiceHandler
 from fogros_dist.ros.names import ros_type_name, validate_topic_name, validate_type_name
@@ -68,8 +68,7 @@ __all__ = [
     "wrap_request",
 ]
 
-_log = logging.getLogger(__name__)
-_log.propagate = True  # see ros/dds.py: ROS 2's launch would otherwise swallow these lines
+_log = module_logger(__name__)
 
 # rmw_qos_profile_services_default: reliable, volatile, keep last 10.
 SERVICE_QOS = QosSpec(reliability="reliable", durability="volatile", depth=10)

@@ -17,13 +17,13 @@ rclpy is imported inside the functions that need it: importing this module never
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fogros_dist.errors import BridgeError, ConfigError, MissingDependency, UnknownMessageType
+from fogros_dist.logs import module_logger
 from fogros_dist.ros.domain import resolve_domain_id
 from fogros_dist.ros.graph import CdrCallback, ServiceHandler
 from fogros_dist.ros.names import validate_topic_name, validate_type_name
@@ -36,10 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RclpyGraph", "RclpyPublisher", "RclpySubscription", "import_rclpy"]
 
-_log = logging.getLogger(__name__)
-# ROS 2's `launch` makes every logger created after its import non-propagating (LaunchLogger):
-# ours must still reach the host program's root handlers.
-_log.propagate = True
+_log = module_logger(__name__)
 # How often discover_type looks at the graph: rclpy offers no wait on graph changes to Python.
 _DISCOVERY_POLL = 0.02
 

@@ -16,12 +16,12 @@ rclpy is imported inside the functions that need it: importing this module never
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from fogros_dist.errors import BridgeError, ConfigError, MissingDependency, UnknownMessageType
+from fogros_dist.logs import module_logger
 from fogros_dist.ros.graph import ServiceHandler
 from fogros_dist.ros.names import validate_topic_name, validate_type_name
 from fogros_dist.spec import ServiceSpec
@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RclpyServiceClient", "RclpyServiceServer", "service_class"]
 
-_log = logging.getLogger(__name__)
-_log.propagate = True  # see ros/rclpy_graph.py: ROS 2's launch would otherwise swallow these lines
+_log = module_logger(__name__)
 # How often a waiting call looks for a server again: rclpy offers no wait on graph changes.
 _READY_POLL = 0.01
 

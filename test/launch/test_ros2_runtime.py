@@ -45,9 +45,18 @@ def test_the_runtime_lands_in_ros2s_interpreter_and_fogros_dist_comes_from_the_o
     # ros2 runs on ROS 2's interpreter, not on the one running these tests.
     assert Path(ros2_interpreter()).resolve() != Path(sys.executable).resolve()
     userbase = ros2_env["PYTHONUSERBASE"]
-    for module in ("rosbags.typesys", "zenoh", "cyclonedds", "catkin_pkg"):
+    for module in ("rosbags.typesys", "zenoh", "cyclonedds"):
         where = _python(ros2_env, f"import {module} as m; print(m.__file__)", tmp_path)
         assert where.startswith(userbase), (module, where)
+    # catkin_pkg too, unless ROS 2's interpreter has it already (Ubuntu's ROS 2 depends on it):
+    # pip then keeps that one, and never writes over the system's.
+    where = _python(ros2_env, "import catkin_pkg as m; print(m.__file__)", tmp_path)
+    system = _python(
+        dict(ros2_env, PYTHONNOUSERSITE="1"),
+        "import importlib.util as u; print(bool(u.find_spec('catkin_pkg')))",
+        tmp_path,
+    )
+    assert where.startswith(userbase) or system == "True", where
     overlay = _python(ros2_env, "import fogros_dist; print(fogros_dist.__file__)", tmp_path)
     assert "/install/fogros_dist/" in overlay, overlay
     # The dry run shows what it would do: pip into the user site, the pins of the installed file.

@@ -71,7 +71,7 @@ def test_auto_codec_carries_depth_exactly_and_colour_above_the_psnr_floor(
     assert psnr_db(memoryview(rgb.tobytes()), bytes(got.data)) >= PSNR_FLOOR_DB
 
     out = _codec(link.robot.bridge, "/camera/depth", "outbound")
-    assert out["used"] == {"png": 3}
+    assert out["used"] == {"zstd": 3}
     assert isinstance(out["ratio"], float)
     assert out["ratio"] > 2
     colour_out = _codec(link.robot.bridge, "/camera/color", "outbound")

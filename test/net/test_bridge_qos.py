@@ -48,6 +48,12 @@ def _discovered(graph: DdsGraph, name: str) -> tuple[str, str, str, int] | None:
     return (found.type_name, found.qos.reliability, found.qos.durability, found.qos.depth)
 
 
+def _warnings(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    """The warning lines about ``name`` (where ROS 2's launch was imported first, INFO lines are
+    captured too)."""
+    return [r.getMessage() for r in caplog.records if name in r.getMessage() and r.levelno >= logging.WARNING]
+
+
 def _nothing_more(inbox: Inbox) -> None:
     with pytest.raises(queue.Empty):
         inbox.get(timeout=0.5)
@@ -117,6 +123,31 @@ def test_best_effort_publisher_reaches_a_best_effort_subscriber_with_no_qos_give
             break
     assert _texts(types, inbox, 1)[0].startswith("scan ")
     assert _stats(link.robot.bridge, SCAN, "outbound")["messages"] >= 1
+
+
+def test_a_publishers_deadline_and_lifespan_are_offered_on_the_far_side(
+    bridge_link: Callable[..., Link], types: MessageTypes
+) -> None:
+    """A 10 Hz sensor promising a 0.2 s deadline: a far-side subscriber requesting 0.5 s matches
+    only because the machine bridge's writer offers the deadline too (one offering none never
+    matches it); the lifespan is mirrored alike."""
+    timed = QosSpec(deadline_s=0.2, lifespan_s=3.0)
+    topic = TopicSpec(name="/odom", type=STRING)
+    link = bridge_link(robot_out=[topic], machine_in=[topic])
+    publisher = link.robot.app.publisher(TopicSpec(name="/odom", type=STRING, qos=timed))
+
+    def offered() -> tuple[float, float] | None:
+        found = link.machine.app.discover_topic("/odom", 0.2)
+        return None if found is None else (found.qos.deadline_s, found.qos.lifespan_s)
+
+    assert wait_for(lambda: offered() == (0.2, 3.0))
+    inbox = Inbox()
+    wanted = QosSpec(deadline_s=0.5)
+    subscription = link.machine.app.subscribe(TopicSpec(name="/odom", type=STRING, qos=wanted), inbox)
+    assert wait_for(lambda: subscription.matched_count() == 1)
+    assert wait_for(lambda: publisher.matched_count() == 1)
+    publisher.publish(string_cdr(types, "odom 0"))
+    assert _texts(types, inbox, 1) == ["odom 0"]
 
 
 def test_transient_local_reaches_a_subscriber_that_starts_after_the_publisher_and_both_bridges(
@@ -201,12 +232,12 @@ def test_an_explicit_qos_that_matches_no_publisher_is_one_warning(
     link = bridge_link(robot_out=[explicit], machine_in=[TopicSpec(name=SCAN, type=STRING)])
     with caplog.at_level(logging.WARNING, logger="fogros_dist.net.bridge"):
         publisher = link.robot.app.publisher(TopicSpec(name=SCAN, type=STRING, qos=BEST_EFFORT))
-        assert wait_for(lambda: any(SCAN in r.getMessage() for r in caplog.records))
+        assert wait_for(lambda: bool(_warnings(caplog, SCAN)))
         inbox = Inbox()
         link.machine.app.subscribe(TopicSpec(name=SCAN, type=STRING, qos=BEST_EFFORT), inbox)
         publisher.publish(string_cdr(types, "never"))
         assert wait_for(lambda: not inbox.empty(), 0.5) is False
-    lines = [r.getMessage() for r in caplog.records if SCAN in r.getMessage()]
+    lines = _warnings(caplog, SCAN)
     assert len(lines) == 1
     line = lines[0]
     assert "reliable/transient_local/keep_last 10" in line  # what the bridge asks for

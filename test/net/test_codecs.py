@@ -143,9 +143,10 @@ def test_auto_picks_by_colour_encoding(
     assert used == expected
 
 
-def test_auto_picks_png_for_16_bit_depth_and_zstd_for_float_depth(types: MessageTypes) -> None:
-    assert _round_trip(types, "auto", image_cdr(types, depth_mm(3), "16UC1"))[2] == "png"
-    assert _round_trip(types, "auto", image_cdr(types, depth_mm(3), "mono16"))[2] == "png"
+def test_auto_picks_zstd_for_depth_and_png_only_when_asked(types: MessageTypes) -> None:
+    assert _round_trip(types, "auto", image_cdr(types, depth_mm(3), "16UC1"))[2] == "zstd"
+    assert _round_trip(types, "auto", image_cdr(types, depth_mm(3), "mono16"))[2] == "zstd"
+    assert _round_trip(types, "png", image_cdr(types, depth_mm(3), "16UC1"))[2] == "png"
     assert _round_trip(types, "auto", image_cdr(types, depth_m(3), "32FC1"))[2] == "zstd"
 
 
@@ -189,7 +190,7 @@ def test_auto_compresses_point_clouds_with_zstd(types: MessageTypes) -> None:
 
 
 def test_jpeg_setting_never_makes_depth_lossy(types: MessageTypes) -> None:
-    for encoding, pixels, lossless in (("16UC1", depth_mm(4), "png"), ("32FC1", depth_m(4), "zstd")):
+    for encoding, pixels, lossless in (("16UC1", depth_mm(4), "zstd"), ("32FC1", depth_m(4), "zstd")):
         cdr = image_cdr(types, pixels, encoding)
         _, decoded, used = _round_trip(types, "jpeg:50", cdr)
         assert (used, decoded) == (lossless, cdr)

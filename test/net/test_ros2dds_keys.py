@@ -213,3 +213,17 @@ def test_a_real_session_declares_them_and_the_plugins_pattern_sees_them() -> Non
         for token in tokens:
             token.undeclare()
         watcher.undeclare()
+
+
+def test_deadline_and_lifespan_travel_in_the_user_data_and_come_back_out_of_it() -> None:
+    qos = QosSpec(reliability="best_effort", depth=5, deadline_s=0.1, lifespan_s=2.5)
+    text = keys.encode_qos(qos, user_data=TYPE_HASH)
+    assert text == f":0:0:0,5:{TYPE_HASH}fogros_deadline_ns=100000000;fogros_lifespan_ns=2500000000;"
+    assert keys.decode_qos(text) == keys.DecodedQos(qos=qos, user_data=TYPE_HASH)
+    # Without either, the form is zenoh-bridge-ros2dds' own, byte for byte.
+    assert keys.encode_qos(QosSpec(depth=5), user_data=TYPE_HASH) == f":1:0:0,5:{TYPE_HASH}"
+
+
+def test_a_deadline_that_is_not_a_number_is_one_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"fogros_deadline_ns='soon'.*whole number of nanoseconds"):
+        keys.decode_qos(":1:0:0,5:fogros_deadline_ns=soon;")

@@ -7,13 +7,14 @@ beat is only logged; the switch on the machine is what acts on silence.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 
+from fogros_dist.logs import module_logger
+
 __all__ = ["Heartbeat"]
 
-_log = logging.getLogger(__name__)
+_log = module_logger(__name__)
 
 
 class Heartbeat:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import logging
 import os
 import time
 import urllib.parse
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from fogros_dist.errors import ConfigError, FogError, ProvisionError
+from fogros_dist.logs import module_logger
 from fogros_dist.providers.aws import config as aws_config
 from fogros_dist.providers.aws.config import AwsOptions, caller_owner, key_paths, parse_options
 from fogros_dist.providers.aws.deadman import HEARTBEAT, DeadmanConfig, heartbeat_command
@@ -66,7 +66,7 @@ from fogros_dist.spec import Host, MachineSpec, default_distro
 
 __all__ = ["AWSProvider", "AwsRef", "LaunchedInstance", "SshEndpoint"]
 
-_log = logging.getLogger(__name__)
+_log = module_logger(__name__)
 
 # The Host.env key that holds the AwsRef (the SSH layer keeps ENV_PREFIX keys from processes).
 REF_KEY = f"{ENV_PREFIX}AWS_REF"

@@ -9,7 +9,6 @@ users on this host never share one; ``terminate`` gives the claim back.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from fogros_dist.errors import ConfigError, DeploymentError, MissingExecutable, ProvisionError
+from fogros_dist.logs import module_logger
 from fogros_dist.providers.base import Capabilities, ProcessSpec, ProvisionContext
 from fogros_dist.providers.local.claims import DomainClaims
 from fogros_dist.providers.local.process import LocalProcess
@@ -26,7 +26,7 @@ from fogros_dist.spec import Host, MachineSpec, ProcessRecord
 
 __all__ = ["LocalProvider"]
 
-_log = logging.getLogger(__name__)
+_log = module_logger(__name__)
 
 # ROS 2 domain IDs 0..232 are valid with the default port mapping; the high range is rarely used
 # by hand, so Local machines take theirs from it.
