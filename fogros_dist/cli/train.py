@@ -1,4 +1,8 @@
-"""`fogros-dist train <workload>`: generate data, train, evaluate and save a workload's model."""
+"""`fogros-dist train <workload>`: generate data, train, evaluate and save a workload's model.
+
+With ``--nodes N`` (or ``MIN:MAX``) the workload trains data-parallel under torchrun on N Local
+machines of this host (:mod:`fogros_dist.train.local_fleet`); without it, in this process.
+"""
 
 from __future__ import annotations
 
@@ -39,9 +43,25 @@ def run(args: argparse.Namespace) -> int:
     )
     workload.add_train_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    fleet = parser.add_argument_group("data-parallel training (torchrun)")
+    fleet.add_argument(
+        "--nodes", default=None, help="machines: N or MIN:MAX (default: train in this process)"
+    )
+    fleet.add_argument("--nproc-per-node", type=int, default=1, help="ranks per machine (default 1)")
+    fleet.add_argument(
+        "--max-restarts", type=int, default=0, help="times torchrun restarts the workers (default 0)"
+    )
+    fleet.add_argument(
+        "--keep-global-batch",
+        action="store_true",
+        help="split --batch-size across the ranks instead of scaling the learning rate",
+    )
     own = parser.parse_args(args.workload_args)
     t0 = time.monotonic()
-    metrics = workload.train(own, report=lambda line: print(line, file=sys.stderr, flush=True))
+    if own.nodes is not None:
+        metrics = _train_on_fleet(workload.name, own, args.workload_args)
+    else:
+        metrics = workload.train(own, report=lambda line: print(line, file=sys.stderr, flush=True))
     if own.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
@@ -49,3 +69,61 @@ def run(args: argparse.Namespace) -> int:
             print(f"{key:<28} {value:.4g}")
     print(f"trained {workload.name} in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0
+
+
+# The options that shape the fleet, not the workload: not passed on to the workers.
+_FLEET_OPTIONS = {"--nodes": 1, "--nproc-per-node": 1, "--max-restarts": 1, "--json": 0}
+
+
+def _worker_argv(name: str, words: list[str], keep_global_batch: bool) -> list[str]:
+    """The workload's name and its own options, as the command line gave them."""
+    out = [name]
+    skip = 0
+    for word in words:
+        if skip:
+            skip -= 1
+            continue
+        key = word.split("=", 1)[0]
+        if key in _FLEET_OPTIONS:
+            skip = _FLEET_OPTIONS[key] if "=" not in word else 0
+            continue
+        if key == "--keep-global-batch":
+            continue
+        out.append(word)
+    if keep_global_batch:
+        out.append("--keep-global-batch")
+    return out
+
+
+def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> dict[str, float]:
+    from fogros_dist.deploy.state import default_home
+    from fogros_dist.train.local_fleet import run_local_fleet
+    from fogros_dist.train.options import FleetOptions, parse_nodes
+    from fogros_dist.workloads import get_workload
+    from fogros_dist.workloads.base import DistributedWorkload
+
+    options = FleetOptions(
+        nodes=parse_nodes(own.nodes),
+        nproc_per_node=own.nproc_per_node,
+        max_restarts=own.max_restarts,
+        keep_global_batch=own.keep_global_batch,
+    )
+    if not isinstance(get_workload(name), DistributedWorkload):
+        from fogros_dist.errors import ConfigError
+
+        msg = f"workload {name!r} cannot train on a fleet yet: train it on one machine (drop --nodes)"
+        raise ConfigError(msg)
+    run_dir = default_home() / "training" / time.strftime("%Y%m%d-%H%M%S")
+    print(
+        f"train: {name} on {options.nodes.maximum} Local machine(s), {options.nproc_per_node} rank(s) each; "
+        f"logs under {run_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
+    run = run_local_fleet(
+        workload_argv=_worker_argv(name, words, options.keep_global_batch),
+        options=options,
+        run_dir=run_dir,
+        echo=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    return run.metrics

@@ -1,7 +1,7 @@
 """The Workload seam: what `fogros-dist train` and `fogros-dist bench` need from a workload.
 
-Keep model, dataset and training loop separable inside each workload (distributed data-parallel
-training will wrap the same model and dataset later); this protocol is only the outside.
+Keep model, dataset and training loop separable inside each workload: data-parallel training
+(:mod:`fogros_dist.train`) wraps the same model and dataset. These protocols are only the outside.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ import argparse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from fogros_dist.spec import TopicSpec
 
-__all__ = ["BenchRequest", "Workload", "default_model_dir"]
+if TYPE_CHECKING:
+    from fogros_dist.train.context import DistContext
+
+__all__ = ["BenchRequest", "DistributedWorkload", "Workload", "default_model_dir"]
 
 
 def default_model_dir() -> Path:
@@ -67,3 +70,19 @@ class Workload(Protocol):
 
     def reply_key(self, cdr: bytes) -> int:
         """The key of a reply message (matches BenchRequest.key)."""
+
+
+@runtime_checkable
+class DistributedWorkload(Workload, Protocol):
+    """A workload that also trains data-parallel on a fleet (``fogros-dist train --nodes``)."""
+
+    def train_distributed(
+        self,
+        args: argparse.Namespace,
+        *,
+        report: Callable[[str], None],
+        context: DistContext,
+        keep_global_batch: bool,
+    ) -> dict[str, float]:
+        """One rank of the run: its DistributedSampler shard, DDP; rank 0 evaluates, saves and
+        returns the metrics, the other ranks return {}."""

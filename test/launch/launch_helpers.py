@@ -15,9 +15,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ros2_lane import ros2_argv
+from ros2_lane import ros2_argv, ros2_interpreter
 
-__all__ = ["LaunchRun", "run_ros2_launch", "start_ros2_launch", "write_launch_file"]
+__all__ = [
+    "LaunchRun",
+    "ament_prefix_with",
+    "node_launch_env",
+    "run_ros2_launch",
+    "start_ros2_launch",
+    "write_launch_file",
+]
 
 
 class LaunchRun:
@@ -86,3 +93,26 @@ def write_launch_file(path: Path, lines: Sequence[str]) -> Path:
     """A launch file from its lines."""
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def ament_prefix_with(root: Path, package: str, executable: str, source: str) -> Path:
+    """An ament prefix ``root/prefix`` holding ``package``'s ``executable``: ``source`` as a
+    script on ROS 2's Python, as the user's colcon-installed entry point would be."""
+    exe = root / "prefix" / "lib" / package / executable
+    exe.parent.mkdir(parents=True)
+    exe.write_text(f"#!{ros2_interpreter()}\n{source}")
+    exe.chmod(0o755)
+    return root / "prefix"
+
+
+def node_launch_env(
+    ros2_env: Mapping[str, str], prefix: Path, home: Path, robot_domain: int
+) -> dict[str, str]:
+    """``ros2_env`` with ``prefix`` first on AMENT_PREFIX_PATH, a private state home and the
+    robot's domain."""
+    env = dict(ros2_env)
+    env["AMENT_PREFIX_PATH"] = os.pathsep.join([str(prefix), env.get("AMENT_PREFIX_PATH", "")])
+    env["FOGROS_DIST_HOME"] = str(home)
+    env["ROS_DOMAIN_ID"] = str(robot_domain)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -9,14 +9,18 @@ the bridge. It handles only KeyboardInterrupt, as most rclpy nodes do: stopped w
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from launch_helpers import run_ros2_launch, start_ros2_launch, write_launch_file
-from ros2_lane import ros2_interpreter
+from launch_helpers import (
+    ament_prefix_with,
+    node_launch_env,
+    run_ros2_launch,
+    start_ros2_launch,
+    write_launch_file,
+)
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("rclpy")
@@ -66,26 +70,10 @@ main()
 
 
 @pytest.fixture
-def greeter_prefix(tmp_path: Path) -> Path:
-    """An ament prefix with package ``fogtest`` and its executable ``greeter``."""
-    exe = tmp_path / "prefix" / "lib" / "fogtest" / "greeter"
-    exe.parent.mkdir(parents=True)
-    # The user's node runs on ROS 2's Python, as its colcon-installed script would.
-    exe.write_text(f"#!{ros2_interpreter()}\n{_GREETER}")
-    exe.chmod(0o755)
-    return tmp_path / "prefix"
-
-
-@pytest.fixture
-def launch_env(
-    ros2_env: dict[str, str], greeter_prefix: Path, tmp_path: Path, robot_domain: int
-) -> dict[str, str]:
-    env = dict(ros2_env)
-    env["AMENT_PREFIX_PATH"] = os.pathsep.join([str(greeter_prefix), env.get("AMENT_PREFIX_PATH", "")])
-    env["FOGROS_DIST_HOME"] = str(tmp_path / "home")
-    env["ROS_DOMAIN_ID"] = str(robot_domain)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+def launch_env(ros2_env: dict[str, str], tmp_path: Path, robot_domain: int) -> dict[str, str]:
+    """The user's shell: ROS 2, fogros_dist's overlay and the prefix with ``fogtest``'s ``greeter``."""
+    prefix = ament_prefix_with(tmp_path, "fogtest", "greeter", _GREETER)
+    return node_launch_env(ros2_env, prefix, tmp_path / "home", robot_domain)
 
 
 def _ask(robot_domain: int, *, context: object, timeout: float = 60.0) -> str:

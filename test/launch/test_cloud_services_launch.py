@@ -9,13 +9,12 @@ ActionClient; nothing of fogros_dist runs on the robot's side of these calls but
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from launch_helpers import LaunchRun, start_ros2_launch, write_launch_file
+from launch_helpers import LaunchRun, ament_prefix_with, node_launch_env, start_ros2_launch, write_launch_file
 from ros2_lane import ros2_argv, ros2_interpreter
 
 pytestmark = pytest.mark.ros
@@ -97,25 +96,10 @@ print("result", list(done.result().result.sequence), flush=True)
 
 
 @pytest.fixture
-def calc_prefix(tmp_path: Path) -> Path:
-    """An ament prefix with package ``fogcalc`` and its executable ``calc``."""
-    exe = tmp_path / "prefix" / "lib" / "fogcalc" / "calc"
-    exe.parent.mkdir(parents=True)
-    exe.write_text(f"#!{ros2_interpreter()}\n{_CALC}")
-    exe.chmod(0o755)
-    return tmp_path / "prefix"
-
-
-@pytest.fixture
-def launch_env(
-    ros2_env: dict[str, str], calc_prefix: Path, tmp_path: Path, robot_domain: int
-) -> dict[str, str]:
-    env = dict(ros2_env)
-    env["AMENT_PREFIX_PATH"] = os.pathsep.join([str(calc_prefix), env.get("AMENT_PREFIX_PATH", "")])
-    env["FOGROS_DIST_HOME"] = str(tmp_path / "home")
-    env["ROS_DOMAIN_ID"] = str(robot_domain)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+def launch_env(ros2_env: dict[str, str], tmp_path: Path, robot_domain: int) -> dict[str, str]:
+    """The user's shell: ROS 2, fogros_dist's overlay and the prefix with ``fogcalc``'s ``calc``."""
+    prefix = ament_prefix_with(tmp_path, "fogcalc", "calc", _CALC)
+    return node_launch_env(ros2_env, prefix, tmp_path / "home", robot_domain)
 
 
 def _ros2(env: dict[str, str], *args: str, timeout: float = 90.0) -> str:

@@ -192,8 +192,9 @@ def test_call_crosses_both_ways_byte_exact_and_is_counted(
     for a, b in ((1, 2), (-10, 2**40), (0, 0)):
         assert total(types, client.call(request(types, a, b), TIMEOUT)) == a + b
     assert seen[-1] == request(types, 0, 0)  # the request crossed byte for byte
-    # The machine counts a call once its reply is sent, which may be after the robot got it.
+    # Each side counts a call once its reply is sent on, which may be after the caller got it.
     assert wait_for(lambda: stats_of(link.machine, "/add")["answered"] == 3)
+    assert wait_for(lambda: stats_of(link.robot, "/add")["answered"] == 3)
     robot, machine = stats_of(link.robot, "/add"), stats_of(link.machine, "/add")
     assert (robot["role"], machine["role"]) == ("remote", "local")
     for entry in (robot, machine):

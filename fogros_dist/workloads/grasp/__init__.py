@@ -21,7 +21,8 @@ from fogros_dist.workloads.grasp.messages import TOPICS_IN, TOPICS_OUT
 from fogros_dist.workloads.grasp.node import MODEL_FILE
 
 if TYPE_CHECKING:
-    from fogros_dist.workloads.base import Workload
+    from fogros_dist.train.context import DistContext
+    from fogros_dist.workloads.base import DistributedWorkload
     from fogros_dist.workloads.grasp.train import GraspTraining
 
 __all__ = ["WORKLOAD", "GraspWorkload", "training_settings"]
@@ -76,7 +77,28 @@ class GraspWorkload:
         """
         from fogros_dist.workloads.grasp.train import run_training
 
-        settings = training_settings(
+        _model, metrics = run_training(self._settings(args), report=report)
+        return metrics
+
+    def train_distributed(
+        self,
+        args: argparse.Namespace,
+        *,
+        report: Callable[[str], None],
+        context: DistContext,
+        keep_global_batch: bool,
+    ) -> dict[str, float]:
+        """One rank of a data-parallel run (:mod:`fogros_dist.train.worker`); rank 0 returns the
+        metrics and saves the model, the others return {}."""
+        from fogros_dist.workloads.grasp.train import run_training
+
+        _model, metrics = run_training(
+            self._settings(args), report=report, context=context, keep_global_batch=keep_global_batch
+        )
+        return metrics
+
+    def _settings(self, args: argparse.Namespace) -> GraspTraining:
+        return training_settings(
             scenes=args.scenes,
             eval_scenes=args.eval_scenes,
             grasps_per_scene=args.grasps_per_scene,
@@ -89,8 +111,6 @@ class GraspWorkload:
             device=args.device,
             out=args.out or default_model_dir() / MODEL_FILE,
         )
-        _model, metrics = run_training(settings, report=report)
-        return metrics
 
     def node_arguments(self, model_dir: Path) -> tuple[str, ...]:
         """Point grasp_planner at ``model_dir/grasp.pt``."""
@@ -182,5 +202,5 @@ def training_settings(
     )
 
 
-# Annotated so mypy checks GraspWorkload against the Workload protocol.
-WORKLOAD: Workload = GraspWorkload()
+# Annotated so mypy checks GraspWorkload against the (distributed) Workload protocol.
+WORKLOAD: DistributedWorkload = GraspWorkload()

@@ -11,13 +11,17 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from fogros_dist.train.checkpoint import Checkpointer
+from fogros_dist.train.context import DistContext, init_process_group
 from fogros_dist.workloads.device import resolve_device
 from fogros_dist.workloads.grasp.dataset import (
     TEST_SPLIT,
@@ -71,6 +75,7 @@ def train_model(
     config: TrainConfig,
     sampler: Iterable[int] | None = None,
     report: Report | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> list[float]:
     """Train ``model`` (a :class:`GQCNN`, or one wrapped by DDP) on ``dataset`` in place.
 
@@ -81,6 +86,10 @@ def train_model(
         sampler: yields sample indices for one epoch (default: a seeded shuffle of all); a
             sampler with ``set_epoch`` (``DistributedSampler``) is told the epoch first.
         report: one line per epoch.
+        checkpoint: where the run's state is saved after every epoch and, when torchrun restarted
+            the workers (a machine left or joined), resumed from: the model, the optimizer, the
+            epochs done, the schedule's position as a fraction of the run (so a new world size,
+            with its own steps per epoch, goes on where the old one was).
 
     Returns:
         The mean training loss of each epoch.
@@ -94,7 +103,10 @@ def train_model(
     generator = torch.Generator().manual_seed(config.seed)
     if sampler is None:
         sampler = torch.utils.data.RandomSampler(range(len(dataset)), generator=generator)
-    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    # The schedule counts this rank's optimizer steps: under a DistributedSampler each rank sees
+    # 1/world of the data per epoch, so the dataset's length would stretch it world-fold.
+    per_epoch = len(sampler) if isinstance(sampler, Sized) else len(dataset)
+    steps_per_epoch = max(1, math.ceil(per_epoch / config.batch_size))
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -104,8 +116,14 @@ def train_model(
     loss_fn = nn.BCEWithLogitsLoss()
     device = next(model.parameters()).device
     losses: list[float] = []
+    first_epoch = 0
+    state = checkpoint.restore() if checkpoint is not None else None
+    if state is not None:
+        first_epoch, losses = _resume(state, model, optimizer, schedule, steps_per_epoch)
+        if report is not None:
+            report(f"train: resumed after epoch {first_epoch}/{config.epochs} from the run's checkpoint")
     model.train()
-    for epoch in range(config.epochs):
+    for epoch in range(first_epoch, config.epochs):
         set_epoch = getattr(sampler, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)
@@ -123,14 +141,63 @@ def train_model(
             schedule.step()
             total += float(loss.detach()) * labels.shape[0]
             seen += labels.shape[0]
+        total, seen, world = _across_ranks(total, seen)
         losses.append(total / max(1, seen))
+        steps = (epoch + 1) * steps_per_epoch
         if report is not None:
+            elapsed = time.perf_counter() - started
             report(
-                f"train: epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.3f} "
-                f"({time.perf_counter() - started:.1f} s)"
+                f"train: epoch {epoch + 1}/{config.epochs} step {steps} loss {losses[-1]:.3f} "
+                f"{seen / max(elapsed, 1e-9):.0f} samples/s world {world} ({elapsed:.1f} s)"
+            )
+        if checkpoint is not None:
+            checkpoint.save(
+                {
+                    "epoch": epoch + 1,
+                    "model": _unwrapped(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "losses": losses,
+                }
             )
     model.eval()
     return losses
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The network inside a DDP wrapper (its state dict has no ``module.`` prefix)."""
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _resume(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    steps_per_epoch: int,
+) -> tuple[int, list[float]]:
+    """Load a checkpoint into the model and optimizer and move the schedule to its epoch."""
+    _unwrapped(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    epochs_done = int(state["epoch"])
+    with warnings.catch_warnings():
+        # Stepping the schedule alone is the point here: it only replays its position.
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epochs_done * steps_per_epoch):
+            schedule.step()
+    return epochs_done, [float(x) for x in state["losses"]]
+
+
+def _across_ranks(total: float, seen: int) -> tuple[float, int, int]:
+    """An epoch's summed loss and sample count over every rank (all-reduced under
+    torch.distributed), and the world size; this rank's own outside a process group."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return total, seen, 1
+    both = torch.tensor([total, float(seen)], dtype=torch.float64)
+    dist.all_reduce(both)
+    return float(both[0]), int(both[1]), dist.get_world_size()
 
 
 def classifier_metrics(model: GQCNN, samples: GraspSamples, *, threshold: float = 0.5) -> dict[str, float]:
@@ -228,12 +295,24 @@ class GraspTraining:
     device: str = "auto"
 
 
-def run_training(settings: GraspTraining, *, report: Report) -> tuple[GQCNN, dict[str, float]]:
+def run_training(
+    settings: GraspTraining,
+    *,
+    report: Report,
+    context: DistContext | None = None,
+    keep_global_batch: bool = False,
+) -> tuple[GQCNN, dict[str, float]]:
     """Generate data, train, evaluate on held-out scenes and save.
 
     Args:
         settings: the run.
         report: progress lines.
+        context: this worker's place in a data-parallel run (None: one process). Every rank
+            generates the same data from the same seed and trains on its DistributedSampler
+            shard of it (DDP averages the gradients); only rank 0 evaluates and saves, and the
+            other ranks return empty metrics.
+        keep_global_batch: under data parallelism, split ``settings.optim.batch_size`` across
+            the ranks instead of scaling the learning rate (see :mod:`fogros_dist.train.scaling`).
 
     Returns:
         The trained model and its metrics: ``heldout_accuracy``, ``heldout_precision``,
@@ -257,15 +336,51 @@ def run_training(settings: GraspTraining, *, report: Report) -> tuple[GQCNN, dic
         f"data: {len(train_samples)} training grasps ({train_samples.labels.mean():.0%} robust), "
         f"{len(test_samples)} held-out, in {data_seconds:.1f} s"
     )
+    context = context or DistContext()
     device = resolve_device(settings.device)
-    report(f"train: on {device}")
+    if device.type == "cuda" and context.distributed:
+        device = torch.device("cuda", context.local_rank % torch.cuda.device_count())
+    backend = init_process_group(context, use_cuda=device.type == "cuda")
+    where = f", rank {context.rank} of {context.world_size} ({backend})" if context.distributed else ""
+    report(f"train: on {device}{where}")
     model = GQCNN(settings.model).to(device)
     train_started = time.perf_counter()
     dataset = GraspDataset(train_samples, augment=True, seed=settings.optim.seed)
-    losses = train_model(model, dataset, config=settings.optim, report=report)
+    optim = settings.optim
+    sampler: Iterable[int] | None = None
+    trained: nn.Module = model
+    if context.distributed:
+        from fogros_dist.train.data_parallel import data_parallel
+
+        parallel = data_parallel(
+            model,
+            dataset,
+            context=context,
+            device=device,
+            batch_size=optim.batch_size,
+            learning_rate=optim.learning_rate,
+            seed=optim.seed,
+            keep_global_batch=keep_global_batch,
+        )
+        optim = replace(
+            optim, batch_size=parallel.plan.per_rank_batch, learning_rate=parallel.plan.learning_rate
+        )
+        sampler, trained = parallel.sampler, parallel.model
+        report(f"train: {parallel.describe(context, len(dataset))}")
+    losses = train_model(
+        trained,
+        dataset,
+        config=optim,
+        sampler=sampler,
+        report=report if context.is_main else None,
+        checkpoint=Checkpointer.from_env(context) if context.distributed else None,
+    )
     # Evaluation, planning and the saved file are on the CPU, where the node serves by default.
     model = model.to("cpu")
     train_seconds = time.perf_counter() - train_started
+    if not context.is_main:
+        report(f"train: done in {train_seconds:.1f} s (rank 0 evaluates and saves)")
+        return model, {}
     held = classifier_metrics(model, test_samples)
     seen = classifier_metrics(model, train_samples)
     report(
@@ -273,6 +388,7 @@ def run_training(settings: GraspTraining, *, report: Report) -> tuple[GQCNN, dic
         f"recall {held['recall']:.3f} ({held['samples']:.0f} grasps, {held['positive_rate']:.0%} robust)"
     )
     metrics: dict[str, float] = {
+        "world_size": float(context.world_size),
         "heldout_accuracy": held["accuracy"],
         "heldout_precision": held["precision"],
         "heldout_recall": held["recall"],

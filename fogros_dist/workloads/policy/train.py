@@ -101,8 +101,9 @@ def train_policy(
         train: training samples.
         val: validation samples (whole episodes the model never trains on).
         config: optimisation settings.
-        sampler: indices into ``train`` per epoch (a DistributedSampler under DDP; call its
-            ``set_epoch`` from ``report`` if needed); a seeded RandomSampler if None.
+        sampler: indices into ``train`` per epoch (a DistributedSampler under DDP: its
+            ``set_epoch`` is called before each epoch, so each epoch shuffles anew); a seeded
+            RandomSampler if None.
         report: called with a progress line about ten times per run.
 
     Returns:
@@ -122,6 +123,9 @@ def train_policy(
     val_loss = float("nan")
     every = max(1, config.epochs // 10)
     for epoch in range(1, config.epochs + 1):
+        set_epoch = getattr(order, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch - 1)
         model.train()
         running, seen = 0.0, 0
         for indices in batches:

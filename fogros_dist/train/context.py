@@ -1,0 +1,83 @@
+"""What torchrun tells each worker (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ...) and the process
+group made from it: gloo on CPU, NCCL where the worker has a GPU."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fogros_dist.errors import ConfigError
+
+__all__ = ["DistContext", "init_process_group"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistContext:
+    """One worker's place in the run.
+
+    Attributes:
+        rank: its global rank (0 writes: checkpoints, the model, the metrics).
+        world_size: ranks in the current rendezvous round.
+        local_rank: its index on its machine (its GPU there).
+        machine: the fleet machine it runs on (for log prefixes).
+        restart: torchrun's restart count of this round (0 on the first).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    machine: str = "local"
+    restart: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this worker is rank 0."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether more than one rank trains."""
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DistContext:
+        """Read torchrun's variables (and ``FOGROS_DIST_MACHINE``); a plain process is rank 0 of 1.
+
+        Raises:
+            ConfigError: a variable is not a number, or the rank is outside the world.
+        """
+        env = os.environ if environ is None else environ
+        try:
+            rank = int(env.get("RANK", "0"))
+            world = int(env.get("WORLD_SIZE", "1"))
+            local = int(env.get("LOCAL_RANK", "0"))
+            restart = int(env.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        except ValueError as err:
+            msg = f"torchrun's environment is malformed ({err}): start workers with torchrun"
+            raise ConfigError(msg) from err
+        if not 0 <= rank < world:
+            msg = f"RANK {rank} is outside WORLD_SIZE {world}: start workers with torchrun"
+            raise ConfigError(msg)
+        return cls(
+            rank=rank,
+            world_size=world,
+            local_rank=local,
+            machine=env.get("FOGROS_DIST_MACHINE", "local"),
+            restart=restart,
+        )
+
+
+def init_process_group(context: DistContext, *, use_cuda: bool) -> str:
+    """Join the run's process group (torchrun's env:// rendezvous); returns the backend.
+
+    NCCL when this worker trains on CUDA, gloo otherwise. A single-rank run joins nothing.
+    """
+    if not context.distributed:
+        return "none"
+    import torch.distributed as dist
+
+    backend = "nccl" if use_cuda else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return backend

@@ -1,0 +1,71 @@
+"""The module torchrun starts once per rank: ``python -m fogros_dist.train.worker <workload>
+[--keep-global-batch] [the workload's training options]``.
+
+It reads its place in the run from torchrun's environment, joins the process group, trains the
+workload's model data-parallel and prints every progress line as ``[train:<machine>:<rank>]
+<line>``; rank 0 also prints ``metrics <json>`` at the end, which the launcher reads. ``@record``
+makes torch elastic write the exception to the worker's error file, from which the launcher's
+one-line root cause comes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from fogros_dist.errors import ConfigError
+from fogros_dist.train.context import DistContext
+from fogros_dist.workloads import get_workload
+from fogros_dist.workloads.base import DistributedWorkload
+
+__all__ = ["METRICS_PREFIX", "main"]
+
+# The line rank 0 ends with: the launcher takes the run's metrics from it.
+METRICS_PREFIX = "metrics "
+
+
+@record
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train one rank; see the module's doc."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not words:
+        msg = "fogros_dist.train.worker needs a workload name first"
+        raise ConfigError(msg)
+    context = DistContext.from_env()
+    workload = get_workload(words[0])
+    if not isinstance(workload, DistributedWorkload):
+        msg = f"workload {workload.name!r} cannot train on a fleet yet: train it on one machine (no --nodes)"
+        raise ConfigError(msg)
+    parser = argparse.ArgumentParser(prog=f"fogros_dist.train.worker {workload.name}")
+    workload.add_train_arguments(parser)
+    parser.add_argument("--keep-global-batch", action="store_true")
+    args = parser.parse_args(words[1:])
+    prefix = f"[train:{context.machine}:{context.rank}]"
+
+    def report(line: str) -> None:
+        print(f"{prefix} {line}", flush=True)
+
+    try:
+        metrics = workload.train_distributed(
+            args, report=report, context=context, keep_global_batch=args.keep_global_batch
+        )
+    finally:
+        _leave_process_group()
+    if context.is_main:
+        print(METRICS_PREFIX + json.dumps(metrics, sort_keys=True), flush=True)
+    return 0
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
