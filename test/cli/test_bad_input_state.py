@@ -4,7 +4,6 @@ the other deployments neither hidden nor left running."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import other_user
 import pytest
 from cli_test_helpers import Run, write_deployment
 
@@ -63,8 +63,9 @@ def test_a_home_that_is_not_a_directory_fails_every_verb_in_one_line(
 @pytest.fixture
 def nobody_dir() -> Iterator[Path]:
     """A directory user nobody can reach (pytest's tmp_path is under a 0700 directory)."""
-    if os.getuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run the CLI as another user")
+    why = other_user.unavailable()
+    if why:
+        pytest.skip(why)
     path = Path(tempfile.mkdtemp(prefix="fogros-state-"))
     path.chmod(0o755)
     yield path

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import other_user
 import pytest
 
 from fogros_dist.errors import ProvisionError
@@ -30,8 +31,9 @@ CANDIDATES = list(range(120, 126))
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
     """A directory other users can reach (pytest's tmp_path lies under a 0700 directory)."""
-    if os.getuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to act as another user")
+    why = other_user.unavailable()
+    if why:
+        pytest.skip(why)
     path = Path(tempfile.mkdtemp(prefix="fogros-claims-"))
     path.chmod(0o755)
     yield path

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import other_user
 import pytest
 from e2e_helpers import OUT_TOPIC, edges_round_trip
 
@@ -40,7 +41,7 @@ topics_out = ["/camera/edges:sensor_msgs/msg/Image"]
 def _as_other_user() -> tuple[list[str], dict[str, str]] | None:
     """How to run the CLI as user nobody: setpriv, an interpreter nobody may execute (this venv's
     may live under a 0700 home) and the path to this checkout and its packages; None if not."""
-    if os.getuid() != 0 or shutil.which("setpriv") is None:
+    if other_user.unavailable():
         return None
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     if not system.exists():
