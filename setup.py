@@ -45,6 +45,8 @@ setup(
             "grasp_planner = fogros_dist.workloads.grasp.node:main",
             "slam_node = fogros_dist.workloads.slam.node:main",
             "policy_node = fogros_dist.workloads.policy.node:main",
+            # A training fleet's node on each machine (fogros-dist train --on FLEET).
+            "train_agent = fogros_dist.train.agent:main",
         ],
         "ros2cli.command": [
             "fogdist = fogros_dist.cli.ros2_command:FogDistCommand",

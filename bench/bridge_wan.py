@@ -51,7 +51,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from bridge_latency import _Proc, _processes, _summary  # noqa: E402
-from wan_link import WanLink, measure_link, wan_link, wan_unavailable  # noqa: E402
+from wan_link import DEFAULT_CONGESTION_CONTROL, WanLink, measure_link, wan_link, wan_unavailable  # noqa: E402
 
 RESULTS = BENCH / "results" / "bridge_wan.json"
 QUICK_RESULTS = BENCH / "results" / "bridge_wan_quick.json"
@@ -456,16 +456,32 @@ def _run_codec(
     """Every phase of one codec setting, each with fresh bridges and apps: a phase that saturates
     the link (or breaks it) must not leave its backlog or its damage to the next."""
     together = (TARGET_HZ["rgb"], TARGET_HZ["depth"])
-    plan: list[tuple[str, int, tuple[float, float], float]] = [
-        ("together", 2, together, args.seconds),
-        ("rgb_alone", 3, (args.offer_hz, 0.0), args.alone_seconds),
-        ("depth_alone", 4, (0.0, args.offer_hz), args.alone_seconds),
+    cc = args.tcp_cc
+    plan: list[tuple[str, int, tuple[float, float], float, str]] = [
+        ("together", 2, together, args.seconds, cc),
+        ("rgb_alone", 3, (args.offer_hz, 0.0), args.alone_seconds, cc),
+        ("depth_alone", 4, (0.0, args.offer_hz), args.alone_seconds, cc),
     ]
+    if label == "coded":
+        # Where the together tail comes from: RGB without depth frames ahead of it in the link's
+        # one queue, and both streams again under BBR (see bench/wan_link.py).
+        plan.append(("rgb_alone_at_target", 5, (TARGET_HZ["rgb"], 0.0), args.seconds / 2, cc))
+        allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
+        if args.compare_cc and args.compare_cc not in allowed:
+            print(
+                f"--compare-cc {args.compare_cc}: not allowed here ({' '.join(allowed)}), skipped",
+                file=sys.stderr,
+            )
+        elif args.compare_cc and args.compare_cc != cc:
+            plan.append(("together_compare_cc", 6, together, args.seconds / 2, args.compare_cc))
     out: dict[str, Any] = {"codecs": codecs, "phases": {}}
-    for name, number, rates, seconds in plan:
+    for name, number, rates, seconds, congestion in plan:
         print(
-            f"{label}: {name}, RGB {rates[0]:g} Hz + depth {rates[1]:g} Hz for {seconds:g} s", file=sys.stderr
+            f"{label}: {name}, RGB {rates[0]:g} Hz + depth {rates[1]:g} Hz for {seconds:g} s "
+            f"(TCP {congestion})",
+            file=sys.stderr,
         )
+        link.set_congestion_control(congestion)
         out["phases"][name] = _run_phase(
             number,
             rates,
@@ -476,6 +492,7 @@ def _run_codec(
             workdir=workdir,
             warm=name == "together",
         )
+        out["phases"][name]["congestion_control"] = congestion
     return out
 
 
@@ -689,6 +706,17 @@ def _verdicts(results: dict[str, Any], link: dict[str, Any]) -> dict[str, Any]:
             "rgb_psnr_met": (psnr is None and streams["rgb"]["quality"]["frames"] > 0)
             or (psnr or 0) >= PSNR_TARGET_DB,
             "depth_bit_exact": depth_q["frames"] > 0 and depth_q["bit_exact"] == depth_q["frames"],
+            # RGB waits behind whatever depth frame is on the link: the floor plus one depth frame.
+            "rgb_behind_depth_floor_ms": round(
+                link["tcp_rtt_median_ms"] / 2
+                + (
+                    run["phases"]["rgb_alone"]["wire_bytes_per_frame"]
+                    + run["phases"]["depth_alone"]["wire_bytes_per_frame"]
+                )
+                * 8
+                / (link["tcp_rate_up_mbit_s"] * 1e3),
+                1,
+            ),
             "rgb_alone_hz": run["phases"]["rgb_alone"]["streams"]["rgb"]["delivered_hz"],
             "depth_alone_hz": run["phases"]["depth_alone"]["streams"]["depth"]["delivered_hz"],
         }
@@ -762,6 +790,32 @@ def _markdown(data: dict[str, Any]) -> str:
                 f"{ph['link_mbit_s']} | {ph['cpu_ms_per_frame']['robot']} | "
                 f"{ph['cpu_ms_per_frame']['cloud']} | {_drops(ph)} |"
             )
+    coded = data["results"].get("coded", {}).get("phases", {})
+    tail_rows = [
+        ("together", "both streams"),
+        ("rgb_alone_at_target", "RGB alone at 30 Hz"),
+        ("together_compare_cc", "both streams"),
+    ]
+    if any(name in coded for name, _ in tail_rows[1:]):
+        lines += [
+            "",
+            "Where the coded run's tail comes from: the same streams with no depth frame ahead of RGB "
+            "on the link, and under another TCP congestion control:",
+            "",
+            "| phase | TCP | stream | one-way median / p99 / max ms | slowest (s into the phase, ms) |",
+            "|---|---|---|---:|---|",
+        ]
+        for name, what in tail_rows:
+            ph = coded.get(name)
+            if ph is None:
+                continue
+            for stream, s in ph["streams"].items():
+                ow = s["one_way"]
+                slow = ", ".join(f"{at:g} s {ms:g}" for at, ms in s["slowest"][:3])
+                lines.append(
+                    f"| {what} | {ph.get('congestion_control', '?')} | {stream} | "
+                    f"{ow['median_ms']} / {ow['p99_ms']} / {ow['max_ms']} | {slow} |"
+                )
     lines += ["", "Targets (issue 9):", ""]
     for label, v in verdicts.items():
         codecs = data["results"][label]["codecs"]
@@ -771,7 +825,8 @@ def _markdown(data: dict[str, Any]) -> str:
             f"({v['p99_bound_ms']} ms): RGB {yes[v['p99_within_bound'].get('rgb', False)]}, depth "
             f"{yes[v['p99_within_bound'].get('depth', False)]} (the link's own floor for one frame, RTT/2 + "
             f"its bytes at the measured rate: RGB {v['one_way_floor_ms']['rgb']} ms, depth "
-            f"{v['one_way_floor_ms']['depth']} ms); RGB PSNR >= {PSNR_TARGET_DB:g} dB: "
+            f"{v['one_way_floor_ms']['depth']} ms; RGB behind one depth frame: "
+            f"{v['rgb_behind_depth_floor_ms']} ms); RGB PSNR >= {PSNR_TARGET_DB:g} dB: "
             f"{yes[bool(v['rgb_psnr_met'])]}; depth bit-exact: {yes[v['depth_bit_exact']]}; alone: RGB "
             f"{v['rgb_alone_hz']} Hz, depth {v['depth_alone_hz']} Hz."
         )
@@ -813,7 +868,10 @@ def orchestrate(args: argparse.Namespace) -> int:
     configs = {"raw": {"rgb": "none", "depth": "none"}}
     configs["coded"] = {"rgb": args.rgb_codec, "depth": args.depth_codec}
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="fogros-wan-") as tmp, wan_link() as link:
+    with (
+        tempfile.TemporaryDirectory(prefix="fogros-wan-") as tmp,
+        wan_link(congestion_control=args.tcp_cc) as link,
+    ):
         workdir = Path(args.keep or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         print("rendering frames", file=sys.stderr)
@@ -863,6 +921,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rgb-codec", default="jpeg:90", help="the coded run's RGB codec (default jpeg:90)")
     parser.add_argument(
         "--depth-codec", default="zstd", help="the coded run's depth codec (default zstd, what auto picks)"
+    )
+    parser.add_argument(
+        "--tcp-cc",
+        default=DEFAULT_CONGESTION_CONTROL,
+        help=f"TCP congestion control in both namespaces (default {DEFAULT_CONGESTION_CONTROL}, loss-based)",
+    )
+    parser.add_argument(
+        "--compare-cc",
+        default="bbr",
+        help="the coded run repeats both streams under this one too (default bbr; '' for none)",
     )
     parser.add_argument("--runs", nargs="+", choices=("raw", "coded"), default=["raw", "coded"])
     parser.add_argument(

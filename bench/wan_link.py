@@ -55,6 +55,14 @@ _MTU = 1500
 # a bottleneck router's buffer drops them (TCP then backs off).
 _TBF_BURST = "32kbit"
 _TBF_LATENCY = "100ms"
+# TCP congestion control inside both namespaces (each namespace has its own default). Loss-based
+# by default, as on most robots and cloud images (Debian, Ubuntu and Amazon Linux default to
+# cubic). Cubic itself cannot be a namespace's default where the host's
+# net.ipv4.tcp_allowed_congestion_control lacks it (this machine allows only reno and bbr), so
+# reno stands in for it. BBR (v1) is measured as well: its ProbeRTT phase cuts the window to four
+# packets for 200 ms plus a round trip whenever ten seconds pass without a new minimum RTT, which
+# on a busy link is every ten seconds, and every frame in flight then waits.
+DEFAULT_CONGESTION_CONTROL = "reno"
 
 
 def wan_unavailable() -> str:
@@ -86,6 +94,7 @@ class WanLink:
     rate: str
     delay_ms: float
     relay: subprocess.Popen[str] | None = None
+    congestion_control: str = ""
     processes: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def in_ns(self, argv: Sequence[str], *, side: str) -> list[str]:
@@ -99,6 +108,37 @@ class WanLink:
         proc: subprocess.Popen[Any] = subprocess.Popen(self.in_ns(argv, side=side), **popen)
         self.processes.append(proc)
         return proc
+
+    def set_congestion_control(self, name: str) -> None:
+        """Make ``name`` the TCP congestion control of new connections in both namespaces.
+
+        Raises:
+            RuntimeError: the kernel refused it (not built, or not allowed outside the host's
+                own namespace), with the fix.
+        """
+        for netns in (self.robot_ns, self.cloud_ns):
+            done = _run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    netns,
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    f"net.ipv4.tcp_congestion_control={name}",
+                ],
+                check=False,
+            )
+            if done.returncode != 0:
+                allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
+                msg = (
+                    f"TCP congestion control {name!r} cannot be set in a network namespace here "
+                    f"({done.stderr.strip()}): choose one of {' '.join(allowed)} "
+                    "(net.ipv4.tcp_allowed_congestion_control)"
+                )
+                raise RuntimeError(msg)
+        self.congestion_control = name
 
     def wire_bytes(self) -> dict[str, int]:
         """IP bytes that entered the link so far, per direction (the TUN devices' tx counters)."""
@@ -158,12 +198,16 @@ def _sweep_stale() -> None:
             _remove_netns(name)
 
 
-def open_wan(*, rate: str = "50mbit", delay_ms: float = 20.0) -> WanLink:
+def open_wan(
+    *, rate: str = "50mbit", delay_ms: float = 20.0, congestion_control: str = DEFAULT_CONGESTION_CONTROL
+) -> WanLink:
     """Build the two namespaces and the shaped, delayed link between them.
 
     Args:
         rate: each direction's rate, as ``tc`` spells it.
         delay_ms: one-way delay added by the relay (the round trip is twice this).
+        congestion_control: TCP congestion control in both namespaces (see
+            :data:`DEFAULT_CONGESTION_CONTROL`).
 
     Raises:
         RuntimeError: a namespace, TUN device or qdisc could not be made (the partial link is
@@ -184,6 +228,7 @@ def open_wan(*, rate: str = "50mbit", delay_ms: float = 20.0) -> WanLink:
         for netns in (link.robot_ns, link.cloud_ns):
             _run(["ip", "netns", "add", netns])
             _run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        link.set_congestion_control(congestion_control)
         link.relay = subprocess.Popen(
             [
                 sys.executable,
@@ -222,9 +267,11 @@ def open_wan(*, rate: str = "50mbit", delay_ms: float = 20.0) -> WanLink:
 
 
 @contextlib.contextmanager
-def wan_link(*, rate: str = "50mbit", delay_ms: float = 20.0) -> Iterator[WanLink]:
+def wan_link(
+    *, rate: str = "50mbit", delay_ms: float = 20.0, congestion_control: str = DEFAULT_CONGESTION_CONTROL
+) -> Iterator[WanLink]:
     """:func:`open_wan` as a context manager: the link is removed on the way out, Ctrl-C too."""
-    link = open_wan(rate=rate, delay_ms=delay_ms)
+    link = open_wan(rate=rate, delay_ms=delay_ms, congestion_control=congestion_control)
     try:
         yield link
     finally:
@@ -413,8 +460,10 @@ def measure_link(
         "delay_ms_each_way": link.delay_ms,
         "how": (
             f"tc tbf rate {link.rate} burst {_TBF_BURST} latency {_TBF_LATENCY} on each end; "
-            f"{link.delay_ms:g} ms per direction added by a userspace relay between two TUN devices"
+            f"{link.delay_ms:g} ms per direction added by a userspace relay between two TUN devices; "
+            f"TCP congestion control {link.congestion_control} in both namespaces"
         ),
+        "congestion_control": link.congestion_control,
     }
 
 

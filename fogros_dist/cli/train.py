@@ -47,9 +47,22 @@ def run(args: argparse.Namespace) -> int:
     fleet.add_argument(
         "--nodes", default=None, help="machines: N or MIN:MAX (default: train in this process)"
     )
+    fleet.add_argument(
+        "--on",
+        default=None,
+        metavar="FLEET",
+        help="a deployment file whose machines train (any provider; default: Local machines here)",
+    )
     fleet.add_argument("--nproc-per-node", type=int, default=1, help="ranks per machine (default 1)")
     fleet.add_argument(
         "--max-restarts", type=int, default=0, help="times torchrun restarts the workers (default 0)"
+    )
+    fleet.add_argument(
+        "--comm-hook",
+        default="none",
+        metavar="HOOK[:PARAM]",
+        help="DDP gradient communication: none, fp16, bf16, powersgd[:RANK], topk[:RATIO], "
+        "sketch[:RATIO] (default none)",
     )
     fleet.add_argument(
         "--keep-global-batch",
@@ -58,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     )
     own = parser.parse_args(args.workload_args)
     t0 = time.monotonic()
-    if own.nodes is not None:
+    if own.nodes is not None or own.on is not None:
         metrics = _train_on_fleet(workload.name, own, args.workload_args)
     else:
         metrics = workload.train(own, report=lambda line: print(line, file=sys.stderr, flush=True))
@@ -72,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # The options that shape the fleet, not the workload: not passed on to the workers.
-_FLEET_OPTIONS = {"--nodes": 1, "--nproc-per-node": 1, "--max-restarts": 1, "--json": 0}
+_FLEET_OPTIONS = {"--nodes": 1, "--on": 1, "--nproc-per-node": 1, "--max-restarts": 1, "--json": 0}
 
 
 def _worker_argv(name: str, words: list[str], keep_global_batch: bool) -> list[str]:
@@ -102,8 +115,19 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> dic
     from fogros_dist.workloads import get_workload
     from fogros_dist.workloads.base import DistributedWorkload
 
+    requested = parse_nodes(own.nodes) if own.nodes is not None else None
+    fleet = None
+    if own.on is not None:
+        from pathlib import Path
+
+        from fogros_dist.deploy.file import load_deployment_file
+        from fogros_dist.train.fleet_run import fleet_nodes
+
+        fleet = load_deployment_file(Path(own.on))
+        requested = fleet_nodes(fleet, requested)
+    assert requested is not None  # --nodes or --on brought us here
     options = FleetOptions(
-        nodes=parse_nodes(own.nodes),
+        nodes=requested,
         nproc_per_node=own.nproc_per_node,
         max_restarts=own.max_restarts,
         keep_global_batch=own.keep_global_batch,
@@ -113,6 +137,18 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> dic
 
         msg = f"workload {name!r} cannot train on a fleet yet: train it on one machine (drop --nodes)"
         raise ConfigError(msg)
+    worker_argv = _worker_argv(name, words, options.keep_global_batch)
+    echo = _echo
+    if fleet is not None:
+        from fogros_dist.train.fleet_run import run_fleet
+
+        print(
+            f"train: {name} on fleet {fleet.name!r} ({', '.join(m.name for m in fleet.machines)}), "
+            f"--nodes {options.nodes}, {options.nproc_per_node} rank(s) each",
+            file=sys.stderr,
+            flush=True,
+        )
+        return run_fleet(fleet=fleet, workload_argv=worker_argv, options=options, echo=echo).metrics
     run_dir = default_home() / "training" / time.strftime("%Y%m%d-%H%M%S")
     print(
         f"train: {name} on {options.nodes.maximum} Local machine(s), {options.nproc_per_node} rank(s) each; "
@@ -120,10 +156,9 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> dic
         file=sys.stderr,
         flush=True,
     )
-    run = run_local_fleet(
-        workload_argv=_worker_argv(name, words, options.keep_global_batch),
-        options=options,
-        run_dir=run_dir,
-        echo=lambda line: print(line, file=sys.stderr, flush=True),
-    )
+    run = run_local_fleet(workload_argv=worker_argv, options=options, run_dir=run_dir, echo=echo)
     return run.metrics
+
+
+def _echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -225,6 +225,16 @@ class Deployment:
                 return 0
         return 0
 
+    def node_exit_codes(self) -> dict[str, int | None]:
+        """Each node process's exit code (None while it runs), by ``<machine>/<process name>``:
+        for callers that supervise the nodes themselves (fleet training) instead of :meth:`wait`."""
+        return {key: proc.poll() for key, proc in self._processes.items() if proc.record.role == "node"}
+
+    def provider_of(self, machine: str) -> tuple[Host, Provider]:
+        """The Host of ``machine`` and its provider, once provisioned (e.g. to upload a file)."""
+        host = self._host(machine)
+        return host, self._provider(host.provider)
+
     def down(self) -> TeardownReport:
         """Stop nodes, then bridges, then release machines (those under way too); forget the
         deployment, or keep it ``failed`` with its reason (see :mod:`~fogros_dist.deploy.teardown`).

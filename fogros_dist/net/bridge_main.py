@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 from fogros_dist.errors import BridgeError, ConfigError, FogError, MissingDependency
 from fogros_dist.logs import module_logger
+from fogros_dist.net.tcp_congestion import congestion_control_warning
+from fogros_dist.net.zenoh_config import is_loopback
 from fogros_dist.spec import BridgeRunSpec, from_json
 
 if TYPE_CHECKING:
@@ -241,6 +243,9 @@ def _serve(
                 return  # stopped during start-up: a clean stop, not a failure
             raise
         print(_ready_line(spec), flush=True)
+        warning = congestion_control_warning() if _leaves_this_host(spec) else ""
+        if warning:
+            _log.warning("%s", warning)
         # Everything made during start-up (typestores, routes, Zenoh and DDS objects: ~50k) lives
         # as long as the bridge: frozen, a full collection no longer walks it, which measured
         # 27-50 ms per collection on a loaded 2-CPU host, a pause every stream would feel.
@@ -251,6 +256,16 @@ def _serve(
     finally:
         services.close()  # first: the topic bridge's final stats file then has its counts
         bridge.close()
+
+
+def _leaves_this_host(spec: BridgeRunSpec) -> bool:
+    """Whether any of the bridge's Zenoh endpoints is off loopback (a link TCP's congestion
+    control can pause; loopback never queues)."""
+    hosts = [
+        endpoint.split("/", 1)[-1].split("#", 1)[0].rsplit(":", 1)[0]
+        for endpoint in (*spec.listen, *spec.connect)
+    ]
+    return any(not is_loopback(host) for host in hosts)
 
 
 def _close_if_starting(bridge: Bridge, stop: threading.Event) -> None:

@@ -15,7 +15,9 @@ __all__ = ["TORCH_EXECUTABLES", "needs_torch", "wants_torch"]
 
 # (package, executable) of the nodes that import torch: the grasp planner (GQ-CNN) and the
 # imitation policy. slam_node (KISS-ICP) and edge_detector do not.
-TORCH_EXECUTABLES = frozenset({("fogros_dist", "grasp_planner"), ("fogros_dist", "policy_node")})
+TORCH_EXECUTABLES = frozenset(
+    {("fogros_dist", "grasp_planner"), ("fogros_dist", "policy_node"), ("fogros_dist", "train_agent")}
+)
 
 
 def needs_torch(nodes: Iterable[NodeSpec]) -> tuple[str, ...]:

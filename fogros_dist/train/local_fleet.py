@@ -79,8 +79,11 @@ def agent_argv(
     is_host: bool,
     log_dir: Path,
     python: str = sys.executable,
+    local_addr: str | None = None,
 ) -> list[str]:
-    """torchrun's command line for one machine (c10d rendezvous at ``endpoint``)."""
+    """torchrun's command line for one machine (c10d rendezvous at ``endpoint``; ``local_addr``:
+    the address this machine's agent gives the others, instead of its host name)."""
+    where = ["--local-addr", local_addr] if local_addr else []
     return [
         python,
         "-m",
@@ -105,6 +108,7 @@ def agent_argv(
         "1",
         "--log-dir",
         str(log_dir),
+        *where,
         "-m",
         "fogros_dist.train.worker",
         *workload_argv,

@@ -50,3 +50,29 @@ def test_close_removes_namespaces_and_relay() -> None:
     assert not names & _namespaces()
     assert relay is not None
     assert relay.poll() is not None
+
+
+def _congestion_control(netns: str) -> str:
+    shown = subprocess.run(
+        ["ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.tcp_congestion_control"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return shown.stdout.strip()
+
+
+def test_congestion_control_is_set_in_both_namespaces_and_a_refused_one_says_why() -> None:
+    link = open_wan(congestion_control="reno")
+    try:
+        assert {_congestion_control(link.robot_ns), _congestion_control(link.cloud_ns)} == {"reno"}
+        # Any other one a namespace may take here (bbr on this machine, cubic on most hosts).
+        allowed = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
+        other = next((name for name in allowed if name != "reno"), "reno")
+        link.set_congestion_control(other)
+        assert {_congestion_control(link.robot_ns), _congestion_control(link.cloud_ns)} == {other}
+        with pytest.raises(RuntimeError, match=r"'no-such-cc' cannot be set .*choose one of"):
+            link.set_congestion_control("no-such-cc")
+        assert link.congestion_control == other  # unchanged by the refusal
+    finally:
+        link.close()

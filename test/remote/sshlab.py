@@ -7,6 +7,11 @@ these veths; nothing is routed anywhere else. The subnet number is held with a f
 runs on one machine never share one, and a namespace left behind by a crashed run is removed
 before its number is reused. Everything a host starts is stopped by PID when it is closed.
 
+Hosts may share one LAN instead (``add_host(..., lan=lab.add_lan())``), as a lab's GPU servers
+share a switch: each host's veth then joins a Linux bridge in the root namespace, which holds the
+LAN's .1 address, and the hosts take .2, .3, ... of that one subnet, so they reach each other
+directly (a training fleet's ranks need that) as well as from the root namespace.
+
 A host may sit *behind* another (``add_host(..., behind=bastion)``), as a lab's GPU server sits
 behind its bastion: its veth pair then joins the bastion's namespace instead of the root one, so
 only the bastion can reach it (the root namespace has no route to its subnet, and a namespace
@@ -34,7 +39,7 @@ from sshd_support import SSHD, ensure_privilege_separation_dir
 
 from fogros_dist.spec import OptionValue
 
-__all__ = ["LabHost", "SSHLab", "acquire_lab", "jump_spec", "lab_unavailable", "release_lab"]
+__all__ = ["LabHost", "LabLan", "SSHLab", "acquire_lab", "jump_spec", "lab_unavailable", "release_lab"]
 
 _LOCK_DIR = Path(tempfile.gettempdir()) / "fogros_dist_test_netns"
 _SUBNETS = range(1, 250)
@@ -73,6 +78,23 @@ def _keygen(path: Path) -> None:
 
 
 @dataclass
+class LabLan:
+    """One shared subnet: a bridge in the root namespace (.1) that hosts join (.2, .3, ...)."""
+
+    index: int
+    bridge: str
+    gateway: str
+    lock_fd: int
+    next_host: int = 2
+
+    def next_address(self) -> str:
+        """The next free host address on the LAN."""
+        address = f"10.231.{self.index}.{self.next_host}"
+        self.next_host += 1
+        return address
+
+
+@dataclass
 class LabHost:
     """One SSH host: a namespace, a veth pair, an sshd."""
 
@@ -92,6 +114,8 @@ class LabHost:
     behind: LabHost | None = None
     # Lines appended to the generated sshd_config (e.g. "SetEnv PATH=...").
     sshd_extra: str = ""
+    # The shared subnet the host's veth joins (None: a subnet of its own).
+    lan: LabLan | None = None
 
     @property
     def host_key(self) -> Path:
@@ -166,16 +190,35 @@ class SSHLab:
         self.client_key = root / "client_ed25519"
         _keygen(self.client_key)
         self.hosts: list[LabHost] = []
+        self.lans: list[LabLan] = []
         _LOCK_DIR.mkdir(exist_ok=True)
         _sweep_stale()
 
+    def add_lan(self) -> LabLan:
+        """A shared subnet for :meth:`add_host` (``lan=``), removed by :meth:`close`."""
+        index, lock_fd = self._claim_subnet()
+        lan = LabLan(index=index, bridge=f"{_PREFIX}{index}lan", gateway=f"10.231.{index}.1", lock_fd=lock_fd)
+        _ip("link", "del", lan.bridge, check=False)  # a crashed run's
+        _ip("link", "add", lan.bridge, "type", "bridge")
+        _ip("addr", "add", f"{lan.gateway}/24", "dev", lan.bridge)
+        _ip("link", "set", lan.bridge, "up")
+        self.lans.append(lan)
+        return lan
+
     def add_host(
-        self, name: str, *, port: int = 22, behind: LabHost | None = None, sshd_extra: str = ""
+        self,
+        name: str,
+        *,
+        port: int = 22,
+        behind: LabHost | None = None,
+        sshd_extra: str = "",
+        lan: LabLan | None = None,
     ) -> LabHost:
         """Build a namespace host running sshd on ``port``; return it once it accepts connections.
 
         ``behind``: reachable only from that host's namespace (see the module docstring).
         ``sshd_extra``: lines appended to its sshd_config.
+        ``lan``: the host joins that shared subnet instead of having one of its own.
         """
         index, lock_fd = self._claim_subnet()
         netns = f"{_PREFIX}{index}"
@@ -185,13 +228,14 @@ class SSHLab:
             netns=netns,
             veth_root=f"{_PREFIX}{index}r",
             veth_host=f"{_PREFIX}{index}h",
-            address=f"10.231.{index}.2",
-            gateway=f"10.231.{index}.1",
+            address=lan.next_address() if lan is not None else f"10.231.{index}.2",
+            gateway=lan.gateway if lan is not None else f"10.231.{index}.1",
             port=port,
             directory=self.root / name,
             lock_fd=lock_fd,
             behind=behind,
             sshd_extra=sshd_extra,
+            lan=lan,
         )
         self.hosts.append(host)
         _remove_network(host)
@@ -202,7 +246,10 @@ class SSHLab:
         near = behind.netns if behind is not None else ""
         if behind is not None:
             _ip("link", "set", host.veth_root, "netns", near)
-        _ip("addr", "add", f"{host.gateway}/24", "dev", host.veth_root, netns=near)
+        if lan is not None:
+            _ip("link", "set", host.veth_root, "master", lan.bridge)
+        else:
+            _ip("addr", "add", f"{host.gateway}/24", "dev", host.veth_root, netns=near)
         _ip("link", "set", host.veth_root, "up", netns=near)
         _ip("addr", "add", f"{host.address}/24", "dev", host.veth_host, netns=netns)
         _ip("link", "set", host.veth_host, "up", netns=netns)
@@ -300,9 +347,13 @@ class SSHLab:
             self.hosts.remove(host)
 
     def close(self) -> None:
-        """Close every host."""
+        """Close every host, then every LAN."""
         for host in list(self.hosts):
             self.close_host(host)
+        for lan in self.lans:
+            _ip("link", "del", lan.bridge, check=False)
+            os.close(lan.lock_fd)
+        self.lans.clear()
 
     def _claim_subnet(self) -> tuple[int, int]:
         start = os.getpid() % len(_SUBNETS)

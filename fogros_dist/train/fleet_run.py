@@ -1,0 +1,294 @@
+"""Training on a deployment file's machines: ``fogros-dist train <workload> --on FLEET``.
+
+The fleet is an ordinary deployment (``deploy/engine.py``): the file's machines, whatever their
+providers, and one node per machine, ``train_agent`` (:mod:`fogros_dist.train.agent`),
+which needs torch, so every remote runtime gets it. So provisioning, the runtime push, the record
+that ``fogros-dist down`` reads, supervision and the one teardown are the ones every deployment
+has: Ctrl-C, a failure or the end of the run leaves nothing running or billing.
+
+Once every machine is ready, the robot knows the head's address on the fleet's network (the first
+machine's: the address its SSH connection reached, which on EC2 is the private one behind the
+public address) and uploads each agent its ``rendezvous.json``; the agents then become torchrun
+with c10d on the head. Ranks talk to each other directly, so the machines must share a network:
+one lab LAN, one VPC. Local machines reach each other only on this host's loopback, so a fleet
+does not mix them with remote ones (that needs the fleet's own VPN, which is not built yet).
+
+Elastic as torchrun is: a machine's agent that dies does not end the run while at least MIN
+remain (its node's exit is reported and the run goes on); the run ends when the head's agent
+ends, with rank 0's metrics, or as one root-cause line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from fogros_dist.deploy.engine import Deployment
+from fogros_dist.deploy.node_command import files_dir
+from fogros_dist.deploy.stages import Stage
+from fogros_dist.deploy.state import StateStore
+from fogros_dist.deploy.teardown import process_key
+from fogros_dist.errors import ConfigError
+from fogros_dist.spec import DeploymentSpec, Host, NodeSpec, ShippedFile
+from fogros_dist.train.agent import RENDEZVOUS_FILE, Rendezvous
+from fogros_dist.train.checkpoint import CHECKPOINT_DIR_ENV
+from fogros_dist.train.local_fleet import FleetRun, TrainingFailed
+from fogros_dist.train.options import FleetOptions, NodeRange
+from fogros_dist.train.root_cause import root_cause
+from fogros_dist.train.worker import METRICS_PREFIX
+
+__all__ = ["AGENT_EXECUTABLE", "fleet_nodes", "fleet_spec", "run_fleet"]
+
+AGENT_EXECUTABLE = "train_agent"
+# The head's c10d store listens this far above its bridge port (a port the deployment owns).
+_STORE_PORT_OFFSET = 1
+# After the head's agent ends, how long the others get to end by themselves before teardown.
+_OTHERS_GRACE_S = 30.0
+
+
+def fleet_nodes(fleet: DeploymentSpec, requested: NodeRange | None) -> NodeRange:
+    """The run's MIN:MAX over ``fleet``'s machines (default: all of them, none optional).
+
+    Raises:
+        ConfigError: fewer machines than MIN, or Local machines mixed with remote ones.
+    """
+    count = len(fleet.machines)
+    if count == 0:
+        msg = f"fleet {fleet.name!r} has no machines: add [machines.<name>] tables to its file"
+        raise ConfigError(msg)
+    local = [m.name for m in fleet.machines if m.provider == "local"]
+    if local and len(local) != count:
+        msg = (
+            f"fleet {fleet.name!r} mixes Local machines ({', '.join(local)}) with remote ones: Local "
+            "machines reach the others only on this host's loopback; train on the remote machines "
+            "alone, or on Local ones alone"
+        )
+        raise ConfigError(msg)
+    nodes = requested or NodeRange(count, count)
+    if nodes.minimum > count:
+        msg = (
+            f"--nodes {nodes}: the run needs at least {nodes.minimum} machines and fleet "
+            f"{fleet.name!r} has {count} ({', '.join(m.name for m in fleet.machines)}): lower MIN "
+            "or add machines to the fleet file"
+        )
+        raise ConfigError(msg)
+    return NodeRange(nodes.minimum, min(nodes.maximum, count))
+
+
+def _node_name(machine: str) -> str:
+    return "train_agent_" + re.sub(r"\W", "_", machine)
+
+
+def fleet_spec(fleet: DeploymentSpec, *, placeholder: Path, name: str) -> DeploymentSpec:
+    """The deployment that runs the fleet: ``fleet``'s machines, one training agent on each."""
+    nodes = tuple(
+        NodeSpec(
+            name=_node_name(machine.name),
+            package="fogros_dist",
+            executable=AGENT_EXECUTABLE,
+            machine=machine.name,
+            # Makes the node's files directory (where its rendezvous is uploaded) exist and be named
+            # in its environment.
+            files=(ShippedFile(name="fleet.txt", source=str(placeholder)),),
+        )
+        for machine in fleet.machines
+    )
+    return replace(fleet, name=name, nodes=nodes)
+
+
+def _fleet_address(host: Host) -> str:
+    """The address the other machines reach ``host`` on."""
+    return dict(host.env).get("FOGROS_SSH_SERVER_ADDRESS", "") or host.address
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run_fleet(
+    *,
+    fleet: DeploymentSpec,
+    workload_argv: Sequence[str],
+    options: FleetOptions,
+    echo: Callable[[str], None],
+    store: StateStore | None = None,
+    environ: dict[str, str] | None = None,
+    robot_domain_id: int | None = None,
+) -> FleetRun:
+    """Train on ``fleet``'s machines; see the module's doc.
+
+    Args:
+        fleet: the deployment file's spec (its nodes, if any, are not run: only its machines).
+        workload_argv: the workload's name and its training options (for the workers).
+        options: the run's shape (``options.nodes`` already checked by :func:`fleet_nodes`).
+        echo: where every line goes (already prefixed ``[train:...]``, stages ``train: ...``).
+        store: the state store holding the fleet's record (default: the user's).
+        environ: extra environment for every worker.
+        robot_domain_id: the robot's ROS domain for the deployment's robot bridge.
+
+    Raises:
+        TrainingFailed: no metrics from rank 0; the message is the root cause.
+        ConfigError, FogError: the fleet could not be brought up (nothing is left running).
+    """
+    with tempfile.TemporaryDirectory(prefix="fogros-fleet-") as scratch:
+        return _run_fleet(
+            fleet=fleet,
+            workload_argv=workload_argv,
+            options=options,
+            echo=echo,
+            store=store or StateStore(),
+            environ=environ or {},
+            robot_domain_id=robot_domain_id,
+            scratch=Path(scratch),
+        )
+
+
+def _run_fleet(
+    *,
+    fleet: DeploymentSpec,
+    workload_argv: Sequence[str],
+    options: FleetOptions,
+    echo: Callable[[str], None],
+    store: StateStore,
+    environ: dict[str, str],
+    robot_domain_id: int | None,
+    scratch: Path,
+) -> FleetRun:
+    started = time.monotonic()
+    run_id = f"fogros-{uuid.uuid4().hex[:12]}"
+    name = f"{fleet.name}-train"
+    placeholder = scratch / "fleet.txt"
+    placeholder.write_text(f"training run {run_id}\n")
+    spec = fleet_spec(fleet, placeholder=placeholder, name=name)
+    lines: dict[str, list[str]] = {m.name: [] for m in spec.machines}
+    metrics: dict[str, float] | None = None
+    lock = threading.Lock()
+
+    def output(machine: str, process: str, _stream: str, text: str) -> None:
+        nonlocal metrics
+        if not process.startswith("train_agent") and " WARNING " not in text and " ERROR " not in text:
+            return  # the fleet's bridges: only what needs the user's attention
+        with lock:
+            lines.setdefault(machine, []).append(text)
+            if text.startswith(METRICS_PREFIX):
+                metrics = json.loads(text[len(METRICS_PREFIX) :])
+                return
+        echo(text if text.startswith("[train:") else f"[train:{machine}] {text}")
+
+    def stage(event: Stage) -> None:
+        if event.stage not in {"stdout", "stderr"}:
+            echo(f"train: {event.line()}")
+
+    deployment = Deployment(spec, store=store, reporter=stage, output=output, robot_domain_id=robot_domain_id)
+    try:
+        deployment.up()
+        _hand_out_rendezvous(
+            deployment,
+            spec,
+            options,
+            workload_argv=tuple(workload_argv),
+            run_id=run_id,
+            environ=environ,
+            where=scratch,
+        )
+        codes = _supervise(deployment, spec, echo)
+    finally:
+        deployment.down()
+    head = spec.machines[0].name
+    if metrics is None or codes.get(head) != 0:
+        raise TrainingFailed(_failure_line(lines, codes))
+    for machine, code in codes.items():
+        if code not in (0, None):
+            echo(f"[train:{machine}] its agent ended with exit code {code}; the run finished without it")
+    return FleetRun(
+        metrics=metrics,
+        exit_codes={m: (c if c is not None else 0) for m, c in codes.items()},
+        seconds=time.monotonic() - started,
+    )
+
+
+def _hand_out_rendezvous(
+    deployment: Deployment,
+    spec: DeploymentSpec,
+    options: FleetOptions,
+    *,
+    workload_argv: tuple[str, ...],
+    run_id: str,
+    environ: dict[str, str],
+    where: Path,
+) -> None:
+    """Write and upload each machine's rendezvous.json (the head's address is known now)."""
+    head_host, _ = deployment.provider_of(spec.machines[0].name)
+    address = _fleet_address(head_host)
+    port = _free_port() if head_host.provider == "local" else head_host.bridge_port + _STORE_PORT_OFFSET
+    endpoint = f"{address}:{port}"
+    env = {
+        "OMP_NUM_THREADS": "1",
+        # pytorch issue 135712: restarted workers otherwise reconnect to a stale store address.
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **environ,
+    }
+    for index, machine in enumerate(spec.machines):
+        host, provider = deployment.provider_of(machine.name)
+        node = spec.nodes_on(machine.name)[0]
+        rendezvous = Rendezvous(
+            machine=machine.name,
+            run_id=run_id,
+            endpoint=endpoint,
+            is_host=index == 0,
+            min_nodes=options.nodes.minimum,
+            max_nodes=options.nodes.maximum,
+            nproc_per_node=options.nproc_per_node,
+            max_restarts=options.max_restarts,
+            workload_argv=workload_argv,
+            env=tuple(sorted({**env, CHECKPOINT_DIR_ENV: f"{host.workdir}/checkpoints"}.items())),
+        )
+        local = where / f"rendezvous-{machine.name}.json"
+        local.write_text(rendezvous.to_json())
+        provider.upload(host, local, f"{files_dir(node)}/{RENDEZVOUS_FILE}")
+
+
+def _supervise(
+    deployment: Deployment, spec: DeploymentSpec, echo: Callable[[str], None]
+) -> dict[str, int | None]:
+    """Wait for the head's agent to end (others may end earlier: elastic); exit codes by machine."""
+    keys = {m.name: process_key(m.name, spec.nodes_on(m.name)[0].process_name) for m in spec.machines}
+    head = spec.machines[0].name
+    reported: set[str] = set()
+    head_done_at: float | None = None
+    while True:
+        codes = deployment.node_exit_codes()
+        by_machine = {m: codes.get(k) for m, k in keys.items()}
+        for machine, code in by_machine.items():
+            if code is not None and machine != head and machine not in reported:
+                reported.add(machine)
+                if code != 0:
+                    echo(f"[train:{machine}] its agent exited with code {code}; the run goes on without it")
+        if by_machine[head] is not None:
+            head_done_at = head_done_at or time.monotonic()
+            if all(c is not None for c in by_machine.values()):
+                return by_machine
+            if time.monotonic() - head_done_at > _OTHERS_GRACE_S:
+                return by_machine
+        time.sleep(0.2)
+
+
+def _failure_line(lines: dict[str, list[str]], codes: dict[str, int | None]) -> str:
+    for machine, text in lines.items():
+        failure = root_cause("\n".join(text))
+        if failure is not None:
+            return f"training failed: {failure.describe(machine)}"
+    ended = ", ".join(f"{m} exit {c}" for m, c in codes.items())
+    return f"training failed with no worker error reported ({ended}): see the [train:...] lines above"

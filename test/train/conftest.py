@@ -1,0 +1,13 @@
+"""Fixtures for the fleet training tests: the remote layer's namespace SSH hosts (shared lab)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# The namespace lab lives with the remote layer's tests; every directory shares one per session.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote"))
+
+from ssh_fixtures import ssh_lab, wheel_cache
+
+__all__ = ["ssh_lab", "wheel_cache"]

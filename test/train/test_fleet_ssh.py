@@ -1,0 +1,131 @@
+"""`fogros-dist train grasp --on FLEET`: a deployment file's machines train, here two real OpenSSH
+hosts on one shared subnet (a lab LAN): the runtime there gets torch, the agents meet at the head's
+address on that LAN, gloo talks host to host, and when the run ends nothing is left on either host
+or on the robot, and no record remains."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sshlab import LabHost, SSHLab, ssh_options
+
+from fogros_dist.deploy.state import StateStore
+from fogros_dist.spec import OptionValue
+
+pytest.importorskip("torch")
+
+CLI = [sys.executable, "-m", "fogros_dist.cli.main"]
+SMALL = [
+    "--scenes", "24", "--eval-scenes", "8", "--grasps-per-scene", "16", "--epochs", "2",
+    "--plan-images", "0", "--batch-size", "64",
+]  # fmt: skip
+
+
+def _toml(value: OptionValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else json.dumps(value)
+
+
+def _fleet_file(path: Path, name: str, machines: dict[str, dict[str, OptionValue]], provider: str) -> Path:
+    lines = [f'name = "{name}"']
+    for machine, options in machines.items():
+        lines += ["[[machines]]", f'name = "{machine}"', f'provider = "{provider}"']
+        if options:
+            lines.append("[machines.options]")
+            lines += [f"{key} = {_toml(value)}" for key, value in sorted(options.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lan_hosts(ssh_lab: SSHLab) -> Iterator[list[LabHost]]:
+    """Two SSH hosts on one shared subnet."""
+    lan = ssh_lab.add_lan()
+    hosts = [ssh_lab.add_host(f"lan{i}", port=22, lan=lan) for i in range(2)]
+    yield hosts
+    for host in hosts:
+        ssh_lab.close_host(host)
+
+
+def _env(tmp_path: Path, wheel_cache: Path, robot_domain: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        FOGROS_DIST_HOME=str(tmp_path / "home"),
+        FOGROS_DIST_CACHE=str(wheel_cache),
+        HOME=str(tmp_path),
+        ROS_DOMAIN_ID=str(robot_domain),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _train(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "train", "grasp", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.mark.netns
+def test_two_ssh_hosts_on_one_lan_train_grasp_and_leave_nothing(
+    ssh_lab: SSHLab, lan_hosts: list[LabHost], wheel_cache: Path, tmp_path: Path, robot_domain: int
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(host.known_hosts_line() for host in lan_hosts))
+    machines = {
+        f"gpu{i}": ssh_options(ssh_lab, host, known_hosts, ros_setup="none")
+        for i, host in enumerate(lan_hosts)
+    }
+    fleet = _fleet_file(tmp_path / "fleet.toml", "lanfleet", machines, "ssh")
+    env = _env(tmp_path, wheel_cache, robot_domain)
+    done = _train(env, "--on", str(fleet), *SMALL, "--json")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    metrics = json.loads(done.stdout)
+    assert metrics["world_size"] == 2
+    assert metrics["heldout_accuracy"] > 0.55, metrics
+    # Both machines' ranks reported, each agent joined the head's LAN address from its own one.
+    head, other = lan_hosts
+    assert re.search(r"^\[train:gpu0:0\] train: epoch 2/2", out, re.M), out[-3000:]
+    assert re.search(r"^\[train:gpu1:1\] ", out, re.M), out[-3000:]
+    joined = re.findall(r"^\[train:(gpu\d)\] joining ([\d.]+):\d+ as ([\d.]+)", out, re.M)
+    assert sorted(joined) == [("gpu0", head.address, head.address), ("gpu1", head.address, other.address)]
+    # Nothing is left: no record, no process in either host's namespace but its sshd.
+    assert StateStore(tmp_path / "home").names() == []
+    for host in lan_hosts:
+        sshd = host.sshd.pid if host.sshd is not None else -1
+        left = [pid for pid in host.namespace_pids() if pid != sshd]
+        assert not left, (host.name, left)
+
+
+def test_a_fleet_with_fewer_machines_than_min_is_one_line(tmp_path: Path) -> None:
+    fleet = _fleet_file(tmp_path / "fleet.toml", "small", {"a": {}, "b": {}}, "local")
+    env = dict(os.environ, FOGROS_DIST_HOME=str(tmp_path / "home"))
+    done = _train(env, "--on", str(fleet), "--nodes", "3", *SMALL, timeout=120)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, done.stderr
+    assert "at least 3 machines" in errors[0]
+    assert "'small' has 2 (a, b)" in errors[0]
+    assert not (tmp_path / "home" / "deployments").exists() or StateStore(tmp_path / "home").names() == []
+
+
+def test_local_machines_mixed_with_remote_ones_are_refused_by_name(tmp_path: Path) -> None:
+    fleet = tmp_path / "mixed.toml"
+    fleet.write_text(
+        'name = "mixed"\n[[machines]]\nname = "here"\nprovider = "local"\n'
+        '[[machines]]\nname = "there"\nprovider = "ssh"\n[machines.options]\nhost = "10.0.0.9"\n'
+    )
+    env = dict(os.environ, FOGROS_DIST_HOME=str(tmp_path / "home"))
+    done = _train(env, "--on", str(fleet), *SMALL, timeout=120)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, done.stderr
+    assert "mixes Local machines (here)" in errors[0]
