@@ -13,17 +13,17 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fogros_dist import __version__
-from fogros_dist.cli import bench, demo, down, image, list_deployments, logs, ssh, train, trust, up
+from fogros_dist.cli import bench, demo, down, image, list_deployments, logs, serve, ssh, train, trust, up
 from fogros_dist.errors import Cancelled, FogError
 
 __all__ = ["add_verbs", "main", "run_verb"]
 
 Verb = Callable[[argparse.Namespace], int]
-_VERBS = (up, down, list_deployments, image, logs, ssh, trust, demo, train, bench)
+_VERBS = (up, down, list_deployments, image, logs, ssh, trust, demo, train, serve, bench)
 
 
 def add_verbs(parser: argparse.ArgumentParser) -> None:
-    """Add the verbs (up, down, list, image, logs, ssh, trust, demo, train, bench) and --debug."""
+    """Add the verbs (up, down, list, image, logs, ssh, trust, demo, train, serve, bench) and --debug."""
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True

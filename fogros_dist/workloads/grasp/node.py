@@ -43,6 +43,7 @@ from fogros_dist.workloads.grasp.messages import (
     stamp_ns,
 )
 from fogros_dist.workloads.grasp.scene import Camera
+from fogros_dist.workloads.model_updates import ModelWatcher, describe, model_version
 
 __all__ = ["MODEL_FILE", "main", "model_path", "setup"]
 
@@ -117,6 +118,12 @@ class _GraspServer:
         )
         model, metrics = load_model(model_file, device=device)
         self.planner = GraspPlanner(model, cem=cem, device=device)
+        self.device, self.cem = device, cem
+        self.version = model_version(model_file)
+        # A newer model handed over while the node serves (model_updates.py), checked between
+        # requests.
+        files = os.environ.get(_NODE_FILES_ENV, "")
+        self.watcher = ModelWatcher(Path(files)) if files else None
         self.types = MessageTypes(ctx.distro)
         self.depth_topic = ctx.args.topic(DEPTH_TOPIC)
         self.info_topic = ctx.args.topic(CAMERA_INFO_TOPIC)
@@ -146,8 +153,9 @@ class _GraspServer:
         accuracy = metrics.get("heldout_accuracy")
         trained = f", held-out accuracy {accuracy:.3f}" if accuracy is not None else ""
         ctx.log.info(
-            "model %s on %s%s; %s + %s -> %s, %s",
+            "model %s (version %s) on %s%s; %s + %s -> %s, %s",
             model_file,
+            self.version,
             device,
             trained,
             self.depth_topic,
@@ -169,6 +177,7 @@ class _GraspServer:
         """Depth callback: plan and publish, or hold the image until camera info arrives."""
         msg = self.types.deserialize(IMAGE, cdr)
         with self.lock:
+            self._take_new_model()
             if self.camera is None:
                 self.pending = msg
                 self.log.warning(
@@ -209,6 +218,37 @@ class _GraspServer:
             len(result.grasps),
             best,
             result.seconds * 1e3,
+        )
+
+    def _take_new_model(self) -> None:
+        """Swap in a model handed over since the last request (called with the lock held)."""
+        if self.watcher is None:
+            return
+        found = self.watcher.poll()
+        if found is None:
+            return
+        from fogros_dist.workloads.grasp.model import load_model
+        from fogros_dist.workloads.grasp.plan import GraspPlanner
+
+        path, served = found
+        try:
+            model, metrics = load_model(path, device=self.device)
+        except ConfigError as err:
+            self.log.error(
+                "new model version %s not loaded, still serving version %s: %s",
+                served.version,
+                self.version,
+                err,
+            )
+            return
+        self.planner = GraspPlanner(model, cem=self.cem, device=self.device)
+        old, self.version = self.version, served.version
+        self.watcher.loaded(served)
+        self.log.info(
+            "model %s loaded from %s, replacing version %s",
+            describe(served, {**metrics, **served.metrics}),
+            path,
+            old,
         )
 
     def _warm_up(self) -> None:
