@@ -21,7 +21,6 @@ Actions are always held, never interpolated: a command between two sent commands
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from torch.utils.data import Dataset
 
 from fogros_dist.errors import ConfigError
 from fogros_dist.ros.types import MessageTypes
+from fogros_dist.workloads.policy.bags import find_bags, one_line, open_bag
+from fogros_dist.workloads.policy.fieldpaths import parse_field_path
 from fogros_dist.workloads.policy.messages import (
     CMD_TOPIC,
     GOAL,
@@ -66,22 +67,9 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 _NS = 1_000_000_000
-# One path step: an attribute name, optionally indexed (``position[1]``).
-_STEP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")
 # A constant dimension (every goal at the same x, say) has std 0; this floor keeps normalised
 # values finite without inflating tiny but real variation.
 _STD_FLOOR = 1e-3
-
-
-def _parse_path(path: str) -> tuple[tuple[str, int | None], ...]:
-    steps: list[tuple[str, int | None]] = []
-    for part in path.split("."):
-        match = _STEP.match(part)
-        if match is None:
-            msg = f"field path {path!r} is malformed at {part!r}: use names and indices, e.g. 'position[1]'"
-            raise ConfigError(msg)
-        steps.append((match.group(1), None if match.group(2) is None else int(match.group(2))))
-    return tuple(steps)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +96,7 @@ class TopicFields:
             msg = f"resample {self.resample!r} for {self.topic} is invalid: use 'zoh' or 'linear'"
             raise ConfigError(msg)
         for path in self.fields:
-            _parse_path(path)
+            parse_field_path(path)
 
     def extract(self, msg: Any) -> FloatArray:
         """The mapped numbers of one message, in ``fields`` order.
@@ -120,7 +108,7 @@ class TopicFields:
         values = np.empty(len(self.fields))
         for i, path in enumerate(self.fields):
             value: Any = msg
-            for name, index in _parse_path(path):
+            for name, index in parse_field_path(path):
                 if not hasattr(value, name):
                     text = f"{self.type} on {self.topic} has no field {name!r} (path {path!r})"
                     raise ValueError(text)
@@ -271,47 +259,47 @@ def resample(
     return np.stack([np.interp(g, t, values[:, d]) for d in range(values.shape[1])], axis=1)
 
 
-def find_bags(bag_dir: Path) -> list[Path]:
-    """The rosbag2 bags (directories with ``metadata.yaml``) directly under ``bag_dir``, sorted.
+def _describe_time(stamp: int, bag_start: int, source: TimeSource) -> str:
+    what = "header stamp" if source == "header" else "receive time"
+    return f"{what} {stamp / _NS:.6f} s ({(stamp - bag_start) / _NS:.3f} s into the bag)"
 
-    Raises:
-        ConfigError: there are none.
-    """
-    bags = sorted(p for p in bag_dir.iterdir() if (p / "metadata.yaml").is_file()) if bag_dir.is_dir() else []
-    if not bags:
+
+def _check_finite(bag: Path, fields: TopicFields, values: FloatArray, when: str) -> None:
+    """Refuse a NaN or infinity before training: one would turn every loss into nan."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        path = fields.fields[int(bad[0])]
         msg = (
-            f"no rosbag2 bags (directories with metadata.yaml) in {bag_dir}: "
-            "record some with `fogros-dist train policy --bag-dir DIR`, or point at the folder holding them"
+            f"bag {bag}: {fields.topic} {path} is {values[bad[0]]} at {when}: "
+            f"repair or drop that message (or the bag), or leave {path} out of the mapping"
         )
         raise ConfigError(msg)
-    return bags
 
 
 def _read_topics(
     bag: Path, mapping: BagMapping, types: MessageTypes
 ) -> dict[str, tuple[IntArray, FloatArray]]:
-    from rosbags.rosbag2 import Reader
-
     wanted = {t.topic: t for t in (*mapping.observation, mapping.action)}
     samples: dict[str, tuple[list[int], list[FloatArray]]] = {name: ([], []) for name in wanted}
-    try:
-        with Reader(bag) as reader:
-            present = {c.topic: c.msgtype for c in reader.connections}
-            for name, fields in wanted.items():
-                role = "action" if fields is mapping.action else "observation"
-                if name not in present:
-                    msg = (
-                        f"bag {bag} has no topic {name} (mapped to the {role}): it records "
-                        f"{', '.join(sorted(present)) or 'nothing'}; record {name} or change the mapping"
-                    )
-                    raise ConfigError(msg)
-                if present[name] != fields.type:
-                    msg = (
-                        f"bag {bag} records {name} as {present[name]}, the mapping expects {fields.type}: "
-                        "fix the mapping's type"
-                    )
-                    raise ConfigError(msg)
-            connections = [c for c in reader.connections if c.topic in wanted]
+    with open_bag(bag) as reader:
+        present = {c.topic: c.msgtype for c in reader.connections}
+        for name, fields in wanted.items():
+            role = "action" if fields is mapping.action else "observation"
+            if name not in present:
+                msg = (
+                    f"bag {bag} has no topic {name} (mapped to the {role}): it records "
+                    f"{', '.join(sorted(present)) or 'nothing'}; record {name} or change the mapping"
+                )
+                raise ConfigError(msg)
+            if present[name] != fields.type:
+                msg = (
+                    f"bag {bag} records {name} as {present[name]}, the mapping expects {fields.type}: "
+                    "fix the mapping's type"
+                )
+                raise ConfigError(msg)
+        connections = [c for c in reader.connections if c.topic in wanted]
+        bag_start = int(reader.start_time)
+        try:
             for connection, log_time, raw in reader.messages(connections=connections):
                 fields = wanted[connection.topic]
                 msg_obj = types.deserialize(fields.type, raw)
@@ -319,7 +307,7 @@ def _read_topics(
                     if not hasattr(msg_obj, "header"):
                         msg = (
                             f"bag {bag}: {fields.type} on {fields.topic} has no header stamp: "
-                            "use time_source='log' in the mapping"
+                            'use the receive time (--time receive; time = "receive" in a mapping file)'
                         )
                         raise ConfigError(msg)
                     stamp = stamp_ns(msg_obj.header)
@@ -330,13 +318,15 @@ def _read_topics(
                 except ValueError as err:
                     msg = f"bag {bag}: {err}: fix the mapping's field paths"
                     raise ConfigError(msg) from err
+                _check_finite(bag, fields, values, _describe_time(stamp, bag_start, mapping.time_source))
                 samples[connection.topic][0].append(stamp)
                 samples[connection.topic][1].append(values)
-    except ConfigError:
-        raise
-    except Exception as err:  # rosbags raises its own error types for unreadable storage
-        msg = f"cannot read bag {bag} ({type(err).__name__}: {err}): check that it is a complete rosbag2 bag"
-        raise ConfigError(msg) from err
+        except ConfigError:
+            raise
+        except Exception as err:  # rosbags raises its own error types for damaged storage
+            reason = one_line(f"{type(err).__name__}: {err}")
+            msg = f"cannot read bag {bag} ({reason}): check that it is a complete rosbag2 bag"
+            raise ConfigError(msg) from err
     out: dict[str, tuple[IntArray, FloatArray]] = {}
     for name, (stamps, rows) in samples.items():
         if not stamps:

@@ -108,6 +108,9 @@ def train_policy(
 
     Returns:
         The final training and validation loss, steps and wall time.
+
+    Raises:
+        ConfigError: the training loss stopped being finite (it diverged).
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -146,6 +149,13 @@ def train_policy(
             seen += len(indices)
             step += 1
         train_loss = running / max(seen, 1)
+        if not math.isfinite(train_loss):
+            # Every later step would only carry the nan on; stop with the cause and the fix.
+            msg = (
+                f"training diverged: the loss is {train_loss} in epoch {epoch}: lower the learning rate "
+                f"(--lr, now {config.lr:g}) or check the data's scale"
+            )
+            raise ConfigError(msg)
         model.eval()
         val_loss = _evaluate(model, val, 4096)
         if report is not None and (epoch % every == 0 or epoch == config.epochs):

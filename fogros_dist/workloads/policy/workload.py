@@ -1,8 +1,10 @@
 """The policy workload's outside: `fogros-dist train policy`, the serving node, bench requests.
 
-Training records the scripted expert's demonstrations as rosbag2 bags, reads them back through
-the same topic mapping a robot's own bags would use, trains the chunking BC policy, and reports
-its success rate next to the expert's on fresh evaluation episodes.
+Training reads rosbag2 bags through a topic mapping (:mod:`.mapping`): a robot's own bags
+(``--bag-dir``, only ever read) or the scripted expert's demonstrations, recorded into a
+temporary folder (or ``--record-demo DIR``). It trains the chunking BC policy and reports its
+action error on held-out bags next to the mean-action baseline; for the project's own topics
+also its success rate next to the expert's on fresh simulated episodes.
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import argparse
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fogros_dist.errors import ConfigError
 from fogros_dist.spec import TopicSpec
 from fogros_dist.workloads.base import BenchRequest, default_model_dir
 from fogros_dist.workloads.policy.messages import TWIST_STAMPED, stamp_ns, topic_specs
+
+if TYPE_CHECKING:
+    from fogros_dist.workloads.policy.mapping import MappingChoice
+    from fogros_dist.workloads.policy.model import ChunkPolicy
+    from fogros_dist.workloads.policy.sim import ReachConfig
 
 __all__ = ["BENCH_STREAM", "PolicyWorkload"]
 
@@ -40,8 +47,9 @@ class PolicyWorkload:
 
     name = "policy"
     description = (
-        "Behaviour-cloning policy with open-loop action chunks: records scripted-expert "
-        "demonstrations as rosbag2 bags, trains, and evaluates the success rate in simulation."
+        "Behaviour-cloning policy with open-loop action chunks, from rosbag2 demonstrations: your "
+        "robot's own (--bag-dir DIR and the topic mapping) or the project's scripted expert. Scores "
+        "held-out bags against the mean-action baseline, and the project's own task in simulation."
     )
     executable = "policy_node"
 
@@ -54,7 +62,27 @@ class PolicyWorkload:
 
     def add_train_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Options of `fogros-dist train policy`."""
-        data = parser.add_argument_group("demonstrations")
+        from fogros_dist.workloads.policy.mapping import add_mapping_arguments
+
+        data = parser.add_argument_group(
+            "demonstrations (default: the project's scripted expert, recorded into a temporary folder)"
+        )
+        data.add_argument(
+            "--bag-dir",
+            type=Path,
+            default=None,
+            metavar="DIR",
+            help="train on your own rosbag2 bags, one folder each under DIR (only read, never written)",
+        )
+        data.add_argument(
+            "--record-demo",
+            type=Path,
+            default=None,
+            metavar="DIR",
+            help="record the project's expert demonstrations into DIR (new or empty), keep and train on them",
+        )
+        # Before --bag-dir was read-only it recorded unless this was given; old scripts keep working.
+        data.add_argument("--reuse-bags", action="store_true", help=argparse.SUPPRESS)
         data.add_argument(
             "--episodes", type=_positive, default=200, help="expert demonstrations to record (200)"
         )
@@ -62,20 +90,15 @@ class PolicyWorkload:
             "--seed", type=int, default=0, help="seeds recording, split, training, evaluation (0)"
         )
         data.add_argument(
-            "--bag-dir",
-            type=Path,
-            default=None,
-            help="write the demonstration bags here and keep them (default: a temporary folder)",
+            "--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage of recorded bags (mcap)"
         )
         data.add_argument(
-            "--reuse-bags",
-            action="store_true",
-            help="train on the bags already in --bag-dir instead of recording new ones",
+            "--val-fraction",
+            type=float,
+            default=0.2,
+            help="share of bags held out, whole, for validation and the held-out score (0.2)",
         )
-        data.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (mcap)")
-        data.add_argument(
-            "--val-fraction", type=float, default=0.2, help="share of episodes held out for validation (0.2)"
-        )
+        add_mapping_arguments(parser)
         model = parser.add_argument_group("model and training")
         model.add_argument("--chunk", type=_positive, default=8, help="actions predicted per observation (8)")
         model.add_argument("--hidden", type=_positive, default=256, help="hidden layer width (256)")
@@ -94,7 +117,10 @@ class PolicyWorkload:
         )
         evaluation = parser.add_argument_group("evaluation and output")
         evaluation.add_argument(
-            "--eval-episodes", type=_positive, default=200, help="simulated rollouts per success rate (200)"
+            "--eval-episodes",
+            type=_positive,
+            default=200,
+            help="simulated rollouts per success rate, for the project's own topics (200)",
         )
         evaluation.add_argument(
             "--execute", type=_positive, default=None, help="actions run open loop per chunk (default: all)"
@@ -107,18 +133,39 @@ class PolicyWorkload:
         )
 
     def train(self, args: argparse.Namespace, *, report: Callable[[str], None]) -> dict[str, float]:
-        """Record, read, train, evaluate and save; return the metrics.
+        """Read (or record the project's demonstrations), train, evaluate and save; return the metrics.
+
+        ``--bag-dir`` bags are only read. The project's own demonstrations are recorded into a
+        temporary folder, or into ``--record-demo DIR`` when asked for, never into ``--bag-dir``.
 
         Raises:
-            ConfigError: bad options (``--reuse-bags`` without ``--bag-dir``, ``--execute`` above
-                ``--chunk``), or bags that do not fit the mapping.
+            ConfigError: bad options (``--bag-dir`` with ``--record-demo``, a non-empty
+                ``--record-demo`` folder, ``--execute`` above ``--chunk``, a mapping that does
+                not pair up or does not fit the bags' types), or bags that cannot be read, lack a
+                mapped topic or hold a non-finite number in a mapped field; all before training.
         """
+        from fogros_dist.workloads.policy.mapping import mapping_from_args
+
         if args.reuse_bags and args.bag_dir is None:
             msg = "--reuse-bags needs --bag-dir DIR: name the folder holding the bags"
+            raise ConfigError(msg)
+        if args.bag_dir is not None and args.record_demo is not None:
+            msg = (
+                "--bag-dir and --record-demo exclude each other: --bag-dir trains on your bags, "
+                "--record-demo records the project's own; choose one"
+            )
             raise ConfigError(msg)
         if args.execute is not None and args.execute > args.chunk:
             msg = f"--execute ({args.execute}) cannot exceed --chunk ({args.chunk}): use at most {args.chunk}"
             raise ConfigError(msg)
+        demo = args.record_demo
+        if demo is not None and demo.exists() and (not demo.is_dir() or any(demo.iterdir())):
+            msg = (
+                f"--record-demo {demo} is not a new or empty folder: it records the project's demonstrations "
+                f"into one; give another, or train on the bags there with --bag-dir {demo}"
+            )
+            raise ConfigError(msg)
+        choice = mapping_from_args(args)
         import torch
 
         # Measured on a shared 2-core box: 10 ms/step on one thread, 62 ms/step on two.
@@ -126,60 +173,81 @@ class PolicyWorkload:
         torch.set_num_threads(args.threads)
         try:
             if args.bag_dir is not None:
-                return self._train(args, args.bag_dir, report)
+                return self._train(args, choice, args.bag_dir, report, record=False)
+            if demo is not None:
+                return self._train(args, choice, demo, report, record=True)
             with tempfile.TemporaryDirectory(prefix="fogros-policy-bags-") as tmp:
-                return self._train(args, Path(tmp), report)
+                return self._train(args, choice, Path(tmp), report, record=True)
         finally:
             torch.set_num_threads(previous)
 
+    def _record(self, args: argparse.Namespace, bag_dir: Path, report: Callable[[str], None]) -> None:
+        from fogros_dist.workloads.policy.record import record_demonstrations
+        from fogros_dist.workloads.policy.sim import ReachConfig
+
+        report(f"recording {args.episodes} expert demonstrations ({args.storage}) in {bag_dir}")
+        every = max(1, args.episodes // 5)
+
+        def progress(done: int, total: int) -> None:
+            if done % every == 0 or done == total:
+                report(f"  {done}/{total} bags")
+
+        record_demonstrations(
+            out_dir=bag_dir,
+            episodes=args.episodes,
+            seed=args.seed,
+            storage=args.storage,
+            sim=ReachConfig(),
+            progress=progress,
+        )
+
     def _train(
-        self, args: argparse.Namespace, bag_dir: Path, report: Callable[[str], None]
+        self,
+        args: argparse.Namespace,
+        choice: MappingChoice,
+        bag_dir: Path,
+        report: Callable[[str], None],
+        *,
+        record: bool,
     ) -> dict[str, float]:
+        import numpy as np
         import torch
 
+        from fogros_dist.ros.types import MessageTypes
         from fogros_dist.workloads.device import resolve_device
+        from fogros_dist.workloads.policy.bags import bag_topics, find_bags
         from fogros_dist.workloads.policy.dataset import (
             DEFAULT_MAPPING,
             ChunkDataset,
             Normalizer,
-            read_episodes,
+            read_episode,
             split_episodes,
         )
-        from fogros_dist.workloads.policy.evaluate import evaluate_expert, evaluate_policy
+        from fogros_dist.workloads.policy.heldout import score_heldout
+        from fogros_dist.workloads.policy.mapping import describe_mapping, resolve_mapping
         from fogros_dist.workloads.policy.model import ChunkPolicy, PolicyConfig, save_policy
-        from fogros_dist.workloads.policy.record import record_demonstrations
         from fogros_dist.workloads.policy.sim import ReachConfig
         from fogros_dist.workloads.policy.train import TrainConfig, train_policy
 
-        sim = ReachConfig()
-        if not args.reuse_bags:
-            report(f"recording {args.episodes} expert demonstrations ({args.storage}) in {bag_dir}")
-            every = max(1, args.episodes // 5)
-
-            def progress(done: int, total: int) -> None:
-                if done % every == 0 or done == total:
-                    report(f"  {done}/{total} bags")
-
-            record_demonstrations(
-                out_dir=bag_dir,
-                episodes=args.episodes,
-                seed=args.seed,
-                storage=args.storage,
-                sim=sim,
-                progress=progress,
-            )
-        episodes = read_episodes(bag_dir, mapping=DEFAULT_MAPPING)
+        if record:
+            self._record(args, bag_dir, report)
+        bags = find_bags(bag_dir)
+        types = MessageTypes("jazzy")
+        mapping = resolve_mapping(choice, bag=bags[0], recorded=bag_topics(bags[0]), types=types)
+        # Every bag is read, and every mapped number checked finite, before training starts.
+        episodes = [read_episode(bag, mapping=mapping) for bag in bags]
+        report(f"mapping: {describe_mapping(mapping)}")
         train_eps, val_eps = split_episodes(episodes, val_fraction=args.val_fraction, seed=args.seed)
         normalizer = Normalizer.fit(train_eps)
         train_set = ChunkDataset(train_eps, chunk=args.chunk, normalizer=normalizer)
         val_set = ChunkDataset(val_eps, chunk=args.chunk, normalizer=normalizer)
         report(
-            f"read {len(episodes)} bags at {DEFAULT_MAPPING.rate_hz:g} Hz: {len(train_eps)} train episodes "
-            f"({len(train_set)} samples), {len(val_eps)} validation ({len(val_set)})"
+            f"read {len(episodes)} bags at {mapping.rate_hz:g} Hz: {len(train_eps)} train episodes "
+            f"({len(train_set)} samples), {len(val_eps)} held out ({len(val_set)})"
         )
         config = PolicyConfig(
-            observation_dim=DEFAULT_MAPPING.observation_dim,
-            action_dim=DEFAULT_MAPPING.action_dim,
+            observation_dim=mapping.observation_dim,
+            action_dim=mapping.action_dim,
             chunk=args.chunk,
             hidden=args.hidden,
             layers=args.layers,
@@ -195,8 +263,48 @@ class PolicyWorkload:
             config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed),
             report=lambda line: report(f"  {line}"),
         )
-        # Rollouts, serving and the saved file use the CPU.
+        # Scoring, rollouts, serving and the saved file use the CPU.
         model = model.to("cpu")
+        heldout = score_heldout(model, val_set, bags=len(val_eps))
+        report(f"held out: {heldout.describe()}")
+        metrics = {
+            "train_loss": result.train_loss,
+            "val_loss": result.val_loss,
+            "heldout_mse": heldout.policy_mse,
+            "baseline_mean_action_mse": heldout.baseline_mse,
+            "train_episodes": float(len(train_eps)),
+            "val_episodes": float(len(val_eps)),
+            "train_samples": float(len(train_set)),
+            "train_seconds": result.seconds,
+        }
+        if mapping == DEFAULT_MAPPING:
+            sim = ReachConfig()
+            metrics.update(self._simulate(model, args, sim, report))
+            action_low, action_high = sim.action_low, sim.action_high
+        else:
+            # No simulator knows this robot: the held-out score is the evidence, and the
+            # commands the demonstrator gave bound what the policy may send.
+            report("no simulator for these topics: judged on the held-out bags alone")
+            actions = np.concatenate([e.actions for e in train_eps])
+            action_low, action_high = actions.min(axis=0), actions.max(axis=0)
+        out = args.out if args.out is not None else default_model_dir() / "policy.pt"
+        save_policy(
+            out,
+            model=model,
+            mapping=mapping,
+            action_low=action_low,
+            action_high=action_high,
+            metrics=metrics,
+        )
+        report(f"saved the policy to {out}")
+        return metrics
+
+    def _simulate(
+        self, model: ChunkPolicy, args: argparse.Namespace, sim: ReachConfig, report: Callable[[str], None]
+    ) -> dict[str, float]:
+        """Success rates of the policy and the expert in fresh simulated episodes."""
+        from fogros_dist.workloads.policy.evaluate import evaluate_expert, evaluate_policy
+
         execute = args.execute or args.chunk
         report(
             f"evaluating over {args.eval_episodes} rollouts each "
@@ -207,9 +315,7 @@ class PolicyWorkload:
         )
         expert_rate = evaluate_expert(episodes=args.eval_episodes, seed=args.seed, sim=sim)
         report(f"  policy {policy_rate.describe()}; expert {expert_rate.describe()}")
-        metrics = {
-            "train_loss": result.train_loss,
-            "val_loss": result.val_loss,
+        return {
             "success_rate": policy_rate.rate,
             "success_ci_low": policy_rate.low,
             "success_ci_high": policy_rate.high,
@@ -217,22 +323,7 @@ class PolicyWorkload:
             "expert_ci_low": expert_rate.low,
             "expert_ci_high": expert_rate.high,
             "eval_episodes": float(args.eval_episodes),
-            "train_episodes": float(len(train_eps)),
-            "val_episodes": float(len(val_eps)),
-            "train_samples": float(len(train_set)),
-            "train_seconds": result.seconds,
         }
-        out = args.out if args.out is not None else default_model_dir() / "policy.pt"
-        save_policy(
-            out,
-            model=model,
-            mapping=DEFAULT_MAPPING,
-            action_low=sim.action_low,
-            action_high=sim.action_high,
-            metrics=metrics,
-        )
-        report(f"saved the policy to {out}")
-        return metrics
 
     def node_arguments(self, model_dir: Path) -> tuple[str, ...]:
         """``--ros-args -p model:=<model_dir>/policy.pt``."""
