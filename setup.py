@@ -16,6 +16,8 @@ setup(
         PACKAGE: [
             "py.typed",
             "providers/aws/prices.json",
+            # Grid intensity, PUE and power factors of a run's footprint (train/footprint.py).
+            "train/footprint_factors.json",
             # Stock .srv/.action definitions the bridge registers on demand (ros/interfaces.py).
             "ros/stock_interfaces/*/SOURCES.txt",
             "ros/stock_interfaces/*/*/LICENSE",
