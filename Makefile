@@ -10,8 +10,11 @@ ROS_SETUP ?= $(firstword $(wildcard $(if $(ROS_DISTRO),/opt/ros/$(ROS_DISTRO)/se
 	/opt/ros/kilted/setup.bash /opt/ros/jazzy/setup.bash /opt/ros/humble/setup.bash))
 WITH_ROS := $(if $(ROS_SETUP),source $(ROS_SETUP) &&,)
 # Debian packages the tests use: network namespaces and tc (iproute2), OpenSSH servers and rsync
-# for the SSH hosts, cloud-init's schema validator for cloud_images/.
+# for the SSH hosts, cloud-init's schema validator for cloud_images/; and, without their
+# recommended packages (wireguard-tools recommends a whole kernel), WireGuard (userspace
+# wireguard-go where the kernel has no module) and nftables for a training fleet's mesh.
 SYSTEM_PACKAGES := iproute2 procps openssh-server openssh-client rsync cloud-init
+LEAN_PACKAGES := wireguard-tools wireguard-go nftables
 
 .PHONY: all venv system-deps demo test lint typecheck pytest bench clean
 
@@ -28,12 +31,15 @@ $(STAMP): requirements.txt requirements-build.txt requirements-dev.txt setup.py 
 
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -z "$$missing" ]; then exit 0; fi; \
+	lean=$$(for p in $(LEAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing$$lean" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
-		echo "installing system packages: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		echo "installing system packages: $$missing $$lean"; \
+		apt-get update -qq; \
+		if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+		if [ -n "$$lean" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$lean >/dev/null; fi; \
 	else \
-		echo "missing system packages: $$missing (run 'sudo apt-get install $$missing'; the tests that need them skip)"; \
+		echo "missing system packages: $$missing $$lean (run 'sudo apt-get install $$missing $$lean'; the tests that need them skip)"; \
 	fi
 
 demo: venv
