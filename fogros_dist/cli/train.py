@@ -10,9 +10,15 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from fogros_dist.errors import ConfigError
+from fogros_dist.spec import MachineSpec
 from fogros_dist.workloads import get_workload, workload_names
+
+if TYPE_CHECKING:
+    from fogros_dist.train.local_fleet import FleetRun
 
 __all__ = ["add_parser", "run"]
 
@@ -58,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
         "--max-restarts", type=int, default=0, help="times torchrun restarts the workers (default 0)"
     )
     fleet.add_argument(
+        "--vpn",
+        default="none",
+        choices=("none", "wireguard"),
+        help="with --on: the ranks talk over the fleet's own WireGuard mesh (machines on different "
+        "networks; default none: they share one)",
+    )
+    fleet.add_argument(
         "--comm-hook",
         default="none",
         metavar="HOOK[:PARAM]",
@@ -69,12 +82,32 @@ def run(args: argparse.Namespace) -> int:
         action="store_true",
         help="split --batch-size across the ranks instead of scaling the learning rate",
     )
+    parser.add_argument(
+        "--serve-to",
+        default=None,
+        metavar="DEPLOYMENT/NODE",
+        help="hand the trained model to that running node (as `fogros-dist serve`), no restart",
+    )
     own = parser.parse_args(args.workload_args)
+    serve_to = _serve_target(own.serve_to) if own.serve_to is not None else None
     t0 = time.monotonic()
     if own.nodes is not None or own.on is not None:
-        metrics = _train_on_fleet(workload.name, own, args.workload_args)
+        run = _train_on_fleet(workload.name, own, args.workload_args)
+        metrics, model = run.metrics, run.model
     else:
-        metrics = workload.train(own, report=lambda line: print(line, file=sys.stderr, flush=True))
+        said: list[str] = []
+
+        def report(line: str) -> None:
+            said.append(f"[train:local:0] {line}")
+            print(line, file=sys.stderr, flush=True)
+
+        metrics = workload.train(own, report=report)
+        from fogros_dist.train.local_fleet import saved_model
+
+        saved = saved_model(said)
+        model = Path(saved[1]) if saved is not None else None
+    if serve_to is not None:
+        _serve(serve_to, model, metrics)
     if own.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
@@ -85,7 +118,34 @@ def run(args: argparse.Namespace) -> int:
 
 
 # The options that shape the fleet, not the workload: not passed on to the workers.
-_FLEET_OPTIONS = {"--nodes": 1, "--on": 1, "--nproc-per-node": 1, "--max-restarts": 1, "--json": 0}
+_FLEET_OPTIONS = {
+    "--nodes": 1,
+    "--on": 1,
+    "--nproc-per-node": 1,
+    "--max-restarts": 1,
+    "--json": 0,
+    "--serve-to": 1,
+    "--vpn": 1,
+}
+
+
+def _serve_target(text: str) -> tuple[str, str]:
+    deployment, _, node = text.partition("/")
+    if not deployment or not node or "/" in node:
+        msg = f"--serve-to {text!r} is not DEPLOYMENT/NODE: e.g. --serve-to grasp-offload/grasp_planner"
+        raise ConfigError(msg)
+    return deployment, node
+
+
+def _serve(target: tuple[str, str], model: Path | None, metrics: dict[str, float]) -> None:
+    from fogros_dist.deploy.model_push import push_model
+
+    deployment, node = target
+    if model is None:
+        msg = f"--serve-to {deployment}/{node}: the run said nowhere where it saved its model"
+        raise ConfigError(msg)
+    served = push_model(deployment, node, model, metrics=metrics)
+    print(f"train: model version {served.version} handed to {deployment}/{node}", file=sys.stderr, flush=True)
 
 
 def _worker_argv(name: str, words: list[str], keep_global_batch: bool) -> list[str]:
@@ -108,7 +168,7 @@ def _worker_argv(name: str, words: list[str], keep_global_batch: bool) -> list[s
     return out
 
 
-def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> dict[str, float]:
+def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> FleetRun:
     from fogros_dist.deploy.state import default_home
     from fogros_dist.train.local_fleet import run_local_fleet
     from fogros_dist.train.options import FleetOptions, parse_nodes
@@ -133,8 +193,6 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> dic
         keep_global_batch=own.keep_global_batch,
     )
     if not isinstance(get_workload(name), DistributedWorkload):
-        from fogros_dist.errors import ConfigError
-
         msg = f"workload {name!r} cannot train on a fleet yet: train it on one machine (drop --nodes)"
         raise ConfigError(msg)
     worker_argv = _worker_argv(name, words, options.keep_global_batch)
@@ -148,7 +206,12 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> dic
             file=sys.stderr,
             flush=True,
         )
-        return run_fleet(fleet=fleet, workload_argv=worker_argv, options=options, echo=echo).metrics
+        run = run_fleet(fleet=fleet, workload_argv=worker_argv, options=options, echo=echo, vpn=own.vpn)
+        _write_report(name, run, fleet.machines, default_home() / "training" / time.strftime("%Y%m%d-%H%M%S"))
+        return run
+    if own.vpn != "none":
+        msg = f"--vpn {own.vpn} needs --on FLEET: Local machines share this host's network already"
+        raise ConfigError(msg)
     run_dir = default_home() / "training" / time.strftime("%Y%m%d-%H%M%S")
     print(
         f"train: {name} on {options.nodes.maximum} Local machine(s), {options.nproc_per_node} rank(s) each; "
@@ -157,7 +220,40 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> dic
         flush=True,
     )
     run = run_local_fleet(workload_argv=worker_argv, options=options, run_dir=run_dir, echo=echo)
-    return run.metrics
+    local = tuple(MachineSpec(name=f"local-{i}") for i in range(options.nodes.maximum))
+    _write_report(name, run, local, run_dir)
+    return run
+
+
+def _write_report(name: str, run: FleetRun, machines: tuple[MachineSpec, ...], run_dir: Path) -> None:
+    """The run's report (figures with their sources, cost, CO2e) as JSON and PNG in ``run_dir``."""
+    from fogros_dist.train.footprint import footprint_of
+    from fogros_dist.train.run_report import RunReport, parse_progress
+
+    footprints = []
+    for machine in machines:
+        options = dict(machine.options)
+        instance_type, region = options.get("instance_type"), options.get("region")
+        footprints.append(
+            footprint_of(
+                machine.name,
+                machine.provider,
+                instance_type=str(instance_type) if instance_type is not None else None,
+                region=str(region) if region is not None else None,
+            )
+        )
+    report = RunReport(
+        epochs=parse_progress(run.lines),
+        final_metrics=run.metrics,
+        machines=footprints,
+        seconds=run.seconds,
+        title=f"{name}, {len(machines)} machine(s)",
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    report.write(run_dir / "report.json", run_dir / "report.png")
+    print(
+        f"train: report {run_dir / 'report.json'} and {run_dir / 'report.png'}", file=sys.stderr, flush=True
+    )
 
 
 def _echo(line: str) -> None:

@@ -41,6 +41,16 @@ class RemoteMachineVerbs:
         """Copy a file into the machine's working directory."""
         return self._machines.upload(host, local, remote_name)
 
+    def run_command(
+        self, host: Host, argv: list[str], *, stdin: str | None = None, timeout: float = 120.0
+    ) -> tuple[int, str, str]:
+        """Run a short command on the machine (exit code, stdout, stderr); ``stdin`` never logged."""
+        return self._machines.run_command(host, argv, stdin=stdin, timeout=timeout)
+
+    def download(self, host: Host, remote: str, local: Path) -> Path:
+        """Copy a file of the machine (absolute path there) to the robot."""
+        return self._machines.download(host, remote, local)
+
     def start(self, host: Host, process: ProcessSpec) -> RemoteProcess:
         """Start a supervised process there (its own session, output to files on the machine)."""
         return self._machines.start(

@@ -353,6 +353,37 @@ class RemoteMachines:
             raise ProvisionError(msg) from err
         return Path(remote)
 
+    def run_command(
+        self, host: Host, argv: list[str], *, stdin: str | None = None, timeout: float = 120.0
+    ) -> tuple[int, str, str]:
+        """Run ``argv`` on the host as the SSH user, ``stdin`` fed to it (never logged); its exit
+        code and output. For short administrative commands (a fleet's VPN), not for processes."""
+        done = self.agent(host).runner.run(
+            argv,
+            stdin=(stdin or "").encode(),
+            timeout=timeout,
+            check=False,
+            what=argv[0],
+            cancel=self._cancel_of(host),
+        )
+        return done.exit_code, done.stdout, done.stderr
+
+    def download(self, host: Host, remote: str, local: Path) -> Path:
+        """Copy the host's file ``remote`` (an absolute path there) to ``local`` on the robot
+        (written next to it first, then renamed: never half a file)."""
+        cancel = self._cancel_of(host)
+        raise_if_cancelled(cancel, machine=host.machine, doing=f"downloading {remote}")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(local.name + ".part")
+        try:
+            self.agent(host).runner.sftp(cancel=cancel).get(remote, str(partial))
+        except OSError as err:
+            partial.unlink(missing_ok=True)
+            msg = f"machine {host.machine!r}: cannot download {remote} ({err})"
+            raise ProvisionError(msg) from err
+        partial.replace(local)
+        return local
+
     def start(
         self,
         host: Host,

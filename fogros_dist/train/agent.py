@@ -90,7 +90,16 @@ def route_to(address: str) -> tuple[str, str]:
     found = subprocess.run([ip, "-o", "route", "get", address], capture_output=True, text=True, check=False)
     source = re.search(r"\bsrc (\S+)", found.stdout)
     device = re.search(r"\bdev (\S+)", found.stdout)
-    return (source.group(1) if source else "", device.group(1) if device else "")
+    name = device.group(1) if device else ""
+    if name == "lo":
+        # The head reaching its own address: the route says loopback, the address lives on the
+        # interface the others reach it through (which gloo must listen on).
+        owner = subprocess.run(
+            [ip, "-o", "addr", "show", "to", address], capture_output=True, text=True, check=False
+        )
+        fields = owner.stdout.split()
+        name = fields[1] if len(fields) > 1 else name
+    return (source.group(1) if source else "", name)
 
 
 def _wait_for(path: Path, timeout: float) -> str:

@@ -29,21 +29,25 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from fogros_dist.deploy.engine import Deployment
 from fogros_dist.deploy.node_command import files_dir
 from fogros_dist.deploy.stages import Stage
 from fogros_dist.deploy.state import StateStore
 from fogros_dist.deploy.teardown import process_key
-from fogros_dist.errors import ConfigError
+from fogros_dist.errors import ConfigError, FogError
 from fogros_dist.spec import DeploymentSpec, Host, NodeSpec, ShippedFile
 from fogros_dist.train.agent import RENDEZVOUS_FILE, Rendezvous
 from fogros_dist.train.checkpoint import CHECKPOINT_DIR_ENV
-from fogros_dist.train.local_fleet import FleetRun, TrainingFailed
+from fogros_dist.train.fleet_mesh import FleetMesh, check_vpn
+from fogros_dist.train.local_fleet import FleetRun, TrainingFailed, saved_model
 from fogros_dist.train.options import FleetOptions, NodeRange
 from fogros_dist.train.root_cause import root_cause
 from fogros_dist.train.worker import METRICS_PREFIX
+from fogros_dist.workloads.base import default_model_dir
+
+MODELS_DIR_ENV = "FOGROS_DIST_MODELS"
 
 __all__ = ["AGENT_EXECUTABLE", "fleet_nodes", "fleet_spec", "run_fleet"]
 
@@ -125,6 +129,7 @@ def run_fleet(
     store: StateStore | None = None,
     environ: dict[str, str] | None = None,
     robot_domain_id: int | None = None,
+    vpn: str = "none",
 ) -> FleetRun:
     """Train on ``fleet``'s machines; see the module's doc.
 
@@ -136,6 +141,7 @@ def run_fleet(
         store: the state store holding the fleet's record (default: the user's).
         environ: extra environment for every worker.
         robot_domain_id: the robot's ROS domain for the deployment's robot bridge.
+        vpn: ``wireguard``: the ranks talk over the fleet's own mesh (:mod:`fleet_mesh`).
 
     Raises:
         TrainingFailed: no metrics from rank 0; the message is the root cause.
@@ -151,6 +157,7 @@ def run_fleet(
             environ=environ or {},
             robot_domain_id=robot_domain_id,
             scratch=Path(scratch),
+            vpn=vpn,
         )
 
 
@@ -164,6 +171,7 @@ def _run_fleet(
     environ: dict[str, str],
     robot_domain_id: int | None,
     scratch: Path,
+    vpn: str,
 ) -> FleetRun:
     started = time.monotonic()
     run_id = f"fogros-{uuid.uuid4().hex[:12]}"
@@ -191,19 +199,26 @@ def _run_fleet(
             echo(f"train: {event.line()}")
 
     deployment = Deployment(spec, store=store, reporter=stage, output=output, robot_domain_id=robot_domain_id)
+    check_vpn(fleet, vpn)
+    mesh = FleetMesh(deployment, spec, echo) if vpn == "wireguard" else None
     try:
         deployment.up()
+        addresses = mesh.up() if mesh is not None else {}
         _hand_out_rendezvous(
             deployment,
             spec,
             options,
+            head_address=addresses.get(spec.machines[0].name, ""),
             workload_argv=tuple(workload_argv),
             run_id=run_id,
             environ=environ,
             where=scratch,
         )
         codes = _supervise(deployment, spec, echo)
+        model = _bring_back_model(deployment, [text for texts in lines.values() for text in texts], echo)
     finally:
+        if mesh is not None:
+            mesh.down()
         deployment.down()
     head = spec.machines[0].name
     if metrics is None or codes.get(head) != 0:
@@ -215,7 +230,30 @@ def _run_fleet(
         metrics=metrics,
         exit_codes={m: (c if c is not None else 0) for m, c in codes.items()},
         seconds=time.monotonic() - started,
+        model=model,
+        lines=tuple(text for texts in lines.values() for text in texts),
     )
+
+
+def _bring_back_model(deployment: Deployment, lines: list[str], echo: Callable[[str], None]) -> Path | None:
+    """Copy the model rank 0 saved on its machine to the robot's model directory (same name)."""
+    saved = saved_model(lines)
+    if saved is None:
+        return None
+    machine, remote = saved
+    host, provider = deployment.provider_of(machine)
+    download = getattr(provider, "download", None)
+    if download is None:
+        echo(f"train: the model stays on machine {machine!r} at {remote}: its provider cannot download")
+        return None
+    local = default_model_dir() / PurePosixPath(remote).name
+    try:
+        got: Path = download(host, remote, local)
+    except FogError as err:
+        echo(f"train: the model stays on machine {machine!r} at {remote}: {err}")
+        return None
+    echo(f"train: model copied back from {machine}:{remote} to {got}")
+    return got
 
 
 def _hand_out_rendezvous(
@@ -223,14 +261,16 @@ def _hand_out_rendezvous(
     spec: DeploymentSpec,
     options: FleetOptions,
     *,
+    head_address: str,
     workload_argv: tuple[str, ...],
     run_id: str,
     environ: dict[str, str],
     where: Path,
 ) -> None:
-    """Write and upload each machine's rendezvous.json (the head's address is known now)."""
+    """Write and upload each machine's rendezvous.json (the head's address is known now: its
+    mesh address with a VPN, else ``_fleet_address``)."""
     head_host, _ = deployment.provider_of(spec.machines[0].name)
-    address = _fleet_address(head_host)
+    address = head_address or _fleet_address(head_host)
     port = _free_port() if head_host.provider == "local" else head_host.bridge_port + _STORE_PORT_OFFSET
     endpoint = f"{address}:{port}"
     env = {
@@ -253,7 +293,17 @@ def _hand_out_rendezvous(
             nproc_per_node=options.nproc_per_node,
             max_restarts=options.max_restarts,
             workload_argv=workload_argv,
-            env=tuple(sorted({**env, CHECKPOINT_DIR_ENV: f"{host.workdir}/checkpoints"}.items())),
+            env=tuple(
+                sorted(
+                    {
+                        **env,
+                        CHECKPOINT_DIR_ENV: f"{host.workdir}/checkpoints",
+                        # Rank 0 saves into the run's own directory there, never over a model the
+                        # machine's user keeps in their cache; it comes back to the robot's.
+                        MODELS_DIR_ENV: f"{host.workdir}/models",
+                    }.items()
+                )
+            ),
         )
         local = where / f"rendezvous-{machine.name}.json"
         local.write_text(rendezvous.to_json())

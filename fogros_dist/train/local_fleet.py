@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,7 +32,15 @@ from fogros_dist.train.options import FleetOptions
 from fogros_dist.train.root_cause import root_cause
 from fogros_dist.train.worker import METRICS_PREFIX
 
-__all__ = ["RUN_MARK_ENV", "FleetRun", "TrainingFailed", "agent_argv", "run_local_fleet", "run_processes"]
+__all__ = [
+    "RUN_MARK_ENV",
+    "FleetRun",
+    "TrainingFailed",
+    "agent_argv",
+    "run_local_fleet",
+    "run_processes",
+    "saved_model",
+]
 
 # In the environment of every agent and worker of a run: its run id.
 RUN_MARK_ENV = "FOGROS_DIST_TRAIN_RUN"
@@ -61,6 +70,23 @@ class FleetRun:
     metrics: dict[str, float]
     exit_codes: dict[str, int]
     seconds: float
+    # The model rank 0 saved, on the robot (None: it said nothing, or it could not come back).
+    model: Path | None = None
+    # Every line the run printed, in order (for the run's report).
+    lines: tuple[str, ...] = ()
+
+
+# Rank 0's "saved <path>" line: where the trained model went on its machine.
+_SAVED = re.compile(r"^\[train:(?P<machine>[^:\]]+):0\] saved (?P<path>\S.*)$")
+
+
+def saved_model(lines: Sequence[str]) -> tuple[str, str] | None:
+    """(machine, path there) of the model rank 0 saved, from the run's lines; None if none."""
+    for line in reversed(lines):
+        match = _SAVED.match(line)
+        if match is not None:
+            return match["machine"], match["path"]
+    return None
 
 
 def _free_port() -> int:
@@ -205,7 +231,15 @@ def run_local_fleet(
     for machine, code in codes.items():
         if code != 0:
             echo(f"[train:{machine}] its agent ended with exit code {code}; the run finished without it")
-    return FleetRun(metrics=metrics, exit_codes=codes, seconds=time.monotonic() - started)
+    every = [line for agent in agents for line in agent.lines]
+    saved = saved_model(every)
+    return FleetRun(
+        metrics=metrics,
+        exit_codes=codes,
+        seconds=time.monotonic() - started,
+        model=Path(saved[1]) if saved is not None else None,
+        lines=tuple(every),
+    )
 
 
 def _failure_line(agents: Sequence[_Agent], codes: dict[str, int]) -> str:

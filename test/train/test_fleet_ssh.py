@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -97,6 +98,17 @@ def test_two_ssh_hosts_on_one_lan_train_grasp_and_leave_nothing(
     assert re.search(r"^\[train:gpu1:1\] ", out, re.M), out[-3000:]
     joined = re.findall(r"^\[train:(gpu\d)\] joining ([\d.]+):\d+ as ([\d.]+)", out, re.M)
     assert sorted(joined) == [("gpu0", head.address, head.address), ("gpu1", head.address, other.address)]
+    # Rank 0 saved into the run's directory on its machine; the model came back to the robot's.
+    back = re.search(r"^train: model copied back from gpu0:(\S+) to (\S+)$", out, re.M)
+    assert back is not None, out[-3000:]
+    assert "/deployments/lanfleet-train/gpu0/models/" in back[1]
+    assert Path(back[2]) == tmp_path / ".cache" / "fogros_dist" / "models" / "grasp.pt"
+    assert Path(back[2]).stat().st_size > 10_000
+    report = re.search(r"^train: report (\S+) and (\S+)$", out, re.M)
+    assert report is not None, out[-3000:]
+    figures = json.loads(Path(report[1]).read_text())
+    assert figures["figures"]["world_size"]["value"] == 2
+    assert Path(report[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Nothing is left: no record, no process in either host's namespace but its sshd.
     assert StateStore(tmp_path / "home").names() == []
     for host in lan_hosts:
@@ -129,3 +141,101 @@ def test_local_machines_mixed_with_remote_ones_are_refused_by_name(tmp_path: Pat
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(errors) == 1, done.stderr
     assert "mixes Local machines (here)" in errors[0]
+
+
+@pytest.fixture(scope="module")
+def two_labs(ssh_lab: SSHLab) -> Iterator[list[LabHost]]:
+    """Two SSH hosts on two subnets whose only path to each other is a router that passes UDP to
+    the training fleet's WireGuard port and nothing else (the internet between two labs)."""
+    from fogros_dist.net.wireguard import default_listen_port
+
+    lans = [ssh_lab.add_lan(), ssh_lab.add_lan()]
+    hosts = [ssh_lab.add_host(f"lab{i}", port=22, lan=lan) for i, lan in enumerate(lans)]
+    router = f"fdtrr{os.getpid() % 100000}"
+    subprocess.run(["ip", "netns", "del", router], capture_output=True, check=False)
+    port = default_listen_port("twolabs-train")
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", router)
+    try:
+        for i, lan in enumerate(lans):
+            near, far = f"{router}a{i}", f"{router}b{i}"
+            ip("link", "add", near, "type", "veth", "peer", "name", far)
+            ip("link", "set", far, "netns", router)
+            ip("link", "set", near, "master", lan.bridge)
+            ip("link", "set", near, "up")
+            ip("-n", router, "addr", "add", f"10.231.{lan.index}.250/24", "dev", far)
+            ip("-n", router, "link", "set", far, "up")
+            other = lans[1 - i]
+            ip(
+                "-n",
+                hosts[i].netns,
+                "route",
+                "add",
+                f"10.231.{other.index}.0/24",
+                "via",
+                f"10.231.{lan.index}.250",
+            )
+        subprocess.run(
+            ["ip", "netns", "exec", router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], check=True
+        )
+        rules = (
+            "table inet labs {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n"
+            f"  udp dport {port} accept\n  udp sport {port} accept\n }}\n}}\n"
+        )
+        subprocess.run(["ip", "netns", "exec", router, "nft", "-f", "-"], input=rules, text=True, check=True)
+        yield hosts
+    finally:
+        subprocess.run(["ip", "netns", "del", router], capture_output=True, check=False)
+        for host in hosts:
+            ssh_lab.close_host(host)
+
+
+def _tcp_reaches(netns: str, address: str, port: int) -> bool:
+    probe = f"import socket; socket.create_connection(({address!r}, {port}), timeout=2)"
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", probe], capture_output=True, check=False
+    )
+    return done.returncode == 0
+
+
+@pytest.mark.netns
+def test_two_labs_joined_only_by_the_wireguard_mesh_train_together(
+    ssh_lab: SSHLab, two_labs: list[LabHost], wheel_cache: Path, tmp_path: Path, robot_domain: int
+) -> None:
+    if shutil.which("wireguard-go") is None or shutil.which("wg") is None or shutil.which("nft") is None:
+        pytest.skip("needs wireguard-go, wireguard-tools and nftables (make system-deps installs them)")
+    first, second = two_labs
+    # The robot reaches both; they do not reach each other (the router passes only WireGuard's UDP).
+    assert not _tcp_reaches(first.netns, second.address, 22)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(host.known_hosts_line() for host in two_labs))
+    machines = {
+        f"lab{i}": ssh_options(ssh_lab, host, known_hosts, ros_setup="none")
+        for i, host in enumerate(two_labs)
+    }
+    fleet = _fleet_file(tmp_path / "fleet.toml", "twolabs", machines, "ssh")
+    env = _env(tmp_path, wheel_cache, robot_domain)
+    done = _train(env, "--on", str(fleet), "--vpn", "wireguard", *SMALL, "--json")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert json.loads(done.stdout)["world_size"] == 2
+    meshed = dict(re.findall(r"^train: mesh (lab\d): ([\d.]+) on fdwg", out, re.M))
+    assert sorted(meshed) == ["lab0", "lab1"], out[-3000:]
+    assert all(address.startswith("100.") for address in meshed.values())
+    # Each agent joined the head's mesh address from its own, over the WireGuard interface.
+    joined = re.findall(r"^\[train:(lab\d)\] joining ([\d.]+):\d+ as ([\d.]+) \((fdwg\w+)\)", out, re.M)
+    assert sorted(j[:3] for j in joined) == [
+        ("lab0", meshed["lab0"], meshed["lab0"]),
+        ("lab1", meshed["lab0"], meshed["lab1"]),
+    ], out[-3000:]
+    assert re.search(r"^train: mesh lab1: fdwg\w+ removed$", out, re.M)
+    for host in two_labs:
+        links = subprocess.run(
+            ["ip", "-n", host.netns, "-o", "link"], capture_output=True, text=True, check=True
+        )
+        assert "fdwg" not in links.stdout
+        sshd = host.sshd.pid if host.sshd is not None else -1
+        assert [pid for pid in host.namespace_pids() if pid != sshd] == [], host.name

@@ -156,6 +156,18 @@ class LocalProvider:
             raise DeploymentError(msg) from err
         return target
 
+    def download(self, host: Host, remote: str, local: Path) -> Path:
+        """The machine's file ``remote`` at ``local`` (the same file system: a copy, if needed)."""
+        source = Path(remote)
+        try:
+            if source.resolve() != local.resolve():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, local)
+        except OSError as err:
+            msg = f"machine {host.machine!r}: cannot copy {source} to {local}: {err.strerror}"
+            raise DeploymentError(msg) from err
+        return local
+
     def start(self, host: Host, process: ProcessSpec) -> LocalProcess:
         """Start the process in its own session with the machine's environment."""
         env = self._env(host)

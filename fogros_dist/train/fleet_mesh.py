@@ -1,0 +1,110 @@
+"""A training fleet's own flat network: the WireGuard mesh (``--vpn wireguard``).
+
+gloo and NCCL open a full mesh of TCP connections between ranks, so machines that do not share a
+network (two labs, a lab and a cloud) cannot train together on their own addresses. With the
+mesh, each machine gets one address of the deployment's WireGuard network
+(:mod:`fogros_dist.net.wireguard`: keys made on the robot, the UDP port admitted only from the
+fleet's own machines), brought up over the machine's verified SSH connection
+(:mod:`fogros_dist.net.wireguard_host`) once every machine is ready, and the rendezvous is the
+head's mesh address, so every rank's traffic rides the mesh (``ip route get`` on each machine
+then names the WireGuard interface for gloo). It is torn down before the deployment is.
+
+Local machines are refused: they share this host's network already, and one host cannot hold two
+ends of the mesh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from fogros_dist.deploy.engine import Deployment
+from fogros_dist.errors import ConfigError, FogError
+from fogros_dist.net.wireguard import MeshMachine, MeshPlan
+from fogros_dist.net.wireguard_host import RootRun, bring_up, tear_down
+from fogros_dist.spec import DeploymentSpec, Host
+
+__all__ = ["VPN_CHOICES", "FleetMesh", "check_vpn"]
+
+VPN_CHOICES = ("none", "wireguard")
+
+
+def check_vpn(fleet: DeploymentSpec, vpn: str) -> None:
+    """Refuse a VPN that cannot be, before anything is created (one ConfigError line)."""
+    if vpn not in VPN_CHOICES:
+        msg = f"--vpn {vpn!r} is unknown: use one of {', '.join(VPN_CHOICES)}"
+        raise ConfigError(msg)
+    local = [m.name for m in fleet.machines if m.provider == "local"]
+    if vpn == "wireguard" and local:
+        what = "is a Local machine" if len(local) == 1 else "are Local machines"
+        msg = (
+            f"--vpn wireguard: {', '.join(local)} {what}, which share this host's network already: "
+            "use the mesh for remote machines"
+        )
+        raise ConfigError(msg)
+
+
+def _runner(host: Host, run_command: Callable[..., tuple[int, str, str]]) -> RootRun:
+    def run(argv: list[str], *, stdin: str | None = None) -> tuple[int, str, str]:
+        return run_command(host, argv, stdin=stdin)
+
+    return run
+
+
+class FleetMesh:
+    """The mesh of one fleet's deployment (after ``deployment.up()``)."""
+
+    def __init__(self, deployment: Deployment, spec: DeploymentSpec, echo: Callable[[str], None]) -> None:
+        self._deployment = deployment
+        self._spec = spec
+        self._echo = echo
+        self._up: list[tuple[str, RootRun, str]] = []
+
+    def up(self) -> dict[str, str]:
+        """Bring the mesh up on every machine; each machine's mesh address, by machine.
+
+        Raises:
+            ConfigError: a machine's provider cannot run commands there.
+            FogError: a machine could not bring its part up (what was up is torn down first).
+        """
+        runs: dict[str, tuple[Host, RootRun]] = {}
+        for machine in self._spec.machines:
+            host, provider = self._deployment.provider_of(machine.name)
+            run_command = getattr(provider, "run_command", None)
+            if run_command is None:
+                msg = (
+                    f"--vpn wireguard: provider {host.provider!r} of machine {machine.name!r} "
+                    "cannot run commands there"
+                )
+                raise ConfigError(msg)
+            runs[machine.name] = (host, _runner(host, run_command))
+        plan = MeshPlan.create(
+            self._spec.name,
+            [MeshMachine(name=name, endpoint=_underlay(host)) for name, (host, _run) in runs.items()],
+        )
+        try:
+            for name, (_host, run) in runs.items():
+                mesh = plan.for_host(name)
+                made = bring_up(run, mesh, host=name)
+                self._up.append((name, run, mesh.interface))
+                self._echo(
+                    f"train: mesh {name}: {mesh.address.ip} on {mesh.interface} ({made.mode}, "
+                    f"{made.firewall}, UDP {mesh.listen_port} from {len(mesh.peer_endpoints)} peer(s) only)"
+                )
+        except BaseException:
+            self.down()
+            raise
+        return {name: str(plan.member(name).address) for name in runs}
+
+    def down(self) -> None:
+        """Tear every machine's part down (each tried, whatever the others did)."""
+        while self._up:
+            name, run, interface = self._up.pop()
+            with contextlib.suppress(FogError):
+                tear_down(run, interface, host=name, check=False)
+                self._echo(f"train: mesh {name}: {interface} removed")
+
+
+def _underlay(host: Host) -> str:
+    """The address peers reach ``host`` on outside the mesh (as the robot's SSH reached it)."""
+    return dict(host.env).get("FOGROS_SSH_SERVER_ADDRESS", "") or host.address
