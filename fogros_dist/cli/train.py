@@ -90,6 +90,13 @@ def run(args: argparse.Namespace) -> int:
     )
     own = parser.parse_args(args.workload_args)
     serve_to = _serve_target(own.serve_to) if own.serve_to is not None else None
+    if own.comm_hook != "none":
+        if own.nodes is None and own.on is None:
+            msg = f"--comm-hook {own.comm_hook} needs --nodes or --on: one process sends no gradients"
+            raise ConfigError(msg)
+        from fogros_dist.train.comm_hooks import parse_comm_hook
+
+        parse_comm_hook(own.comm_hook)  # a bad hook is one line before any agent starts
     t0 = time.monotonic()
     if own.nodes is not None or own.on is not None:
         run = _train_on_fleet(workload.name, own, args.workload_args)
@@ -112,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
         for key, value in sorted(metrics.items()):
-            print(f"{key:<28} {value:.4g}")
+            print(f"{key:<28} {_shown(value)}")
     print(f"trained {workload.name} in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0
 
@@ -127,6 +134,11 @@ _FLEET_OPTIONS = {
     "--serve-to": 1,
     "--vpn": 1,
 }
+
+
+def _shown(value: object) -> str:
+    """A metric for the terminal: numbers to 4 significant digits, words (a hook's name) as they are."""
+    return format(value, ".4g") if isinstance(value, int | float) else str(value)
 
 
 def _serve_target(text: str) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""The ROS 2 launch face: ``CloudNode`` and ``FogLaunchDescription``.
+"""The ROS 2 launch face: ``CloudNode``, ``FogLaunchDescription`` and ``FogTraining``.
 
 These adapters stay thin: each CloudNode resolves itself in its launch context as launch_ros
 resolves a Node (``resolve``), joins its deployment (``collector``), and the deployment's
@@ -17,6 +17,7 @@ from fogros_dist.launch.actions import FogDeployment  # noqa: E402
 from fogros_dist.launch.cloud_node import CloudNode  # noqa: E402
 from fogros_dist.launch.description import FogLaunchDescription  # noqa: E402
 from fogros_dist.launch.events import DeploymentDown, DeploymentFailed, DeploymentUp  # noqa: E402
+from fogros_dist.launch.training import FogTraining  # noqa: E402
 
 __all__ = [
     "CloudNode",
@@ -25,4 +26,5 @@ __all__ = [
     "DeploymentUp",
     "FogDeployment",
     "FogLaunchDescription",
+    "FogTraining",
 ]

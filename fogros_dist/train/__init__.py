@@ -7,5 +7,9 @@ worker: rank, world size, backend), ``scaling`` (global batch and learning rate:
 with warm-up, or a fixed global batch), ``root_cause`` (one line from torch elastic's error
 files), ``worker`` (the module torchrun starts per rank), ``local_fleet`` (the embedded default:
 one torchrun agent per Local machine on this host, their lines streamed back, all stopped on
-Ctrl-C). Nothing here writes an all-reduce or a scheduler: torch.distributed does.
+Ctrl-C), ``fleet_run`` + ``agent`` + ``fleet_mesh`` (a deployment file's machines, any provider,
+with their own WireGuard mesh if asked), ``comm_hooks`` + ``compression_hooks`` + ``comm_meter``
+(DDP comm hooks per run, their bytes and time measured on the collectives), ``run_report`` +
+``footprint`` (the run's figures, cost and CO2e as JSON and PNG). Nothing here writes an
+all-reduce or a scheduler: torch.distributed does.
 """

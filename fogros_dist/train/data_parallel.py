@@ -1,7 +1,8 @@
 """A workload's model and dataset made data-parallel for one rank: the model in DDP, the dataset
-behind a DistributedSampler (this rank's shard, reshuffled per epoch with ``set_epoch``), and the
-batch and learning rate from :mod:`fogros_dist.train.scaling`. Any workload's loop takes the three
-as it takes a plain model, sampler and config."""
+behind a DistributedSampler (this rank's shard, reshuffled per epoch with ``set_epoch``), the
+batch and learning rate from :mod:`fogros_dist.train.scaling`, and the run's gradient
+communication (:mod:`fogros_dist.train.comm_hooks`) with its meter. Any workload's loop takes them
+as it takes a plain model, sampler and config (and counts its steps with ``meter.step()``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fogros_dist.train.comm_hooks import CommHook, bucket_cap_mb, register_comm_hook
+from fogros_dist.train.comm_meter import CommMeter
 from fogros_dist.train.context import DistContext
 from fogros_dist.train.scaling import BatchPlan, plan_batches
 
@@ -25,12 +28,17 @@ class DataParallel:
     model: nn.Module
     sampler: Any  # torch's DistributedSampler: an Iterable[int] with __len__ and set_epoch
     plan: BatchPlan
+    comm_hook: CommHook
+    # Counts what the hook's collectives carry: wrap each optimizer step in ``meter.step()``.
+    meter: CommMeter
 
     def describe(self, context: DistContext, dataset_size: int) -> str:
-        """``world 2: global batch 128 (64 per rank), peak lr ..., 750 of 1500 samples per epoch``."""
+        """``world 2: global batch 128 (64 per rank), peak lr ..., 750 of 1500 samples per epoch
+        on this rank, gradients by float32 all-reduce (DDP's default)``."""
         return (
             f"{self.plan.describe(context.world_size)}, "
-            f"{len(self.sampler)} of {dataset_size} samples per epoch on this rank"
+            f"{len(self.sampler)} of {dataset_size} samples per epoch on this rank, "
+            f"gradients by {self.comm_hook.describe()}"
         )
 
 
@@ -44,9 +52,11 @@ def data_parallel(
     learning_rate: float,
     seed: int,
     keep_global_batch: bool,
+    comm_hook: CommHook | None = None,
 ) -> DataParallel:
-    """Wrap ``model`` in DDP and shard ``dataset`` for ``context``'s rank (the process group must
-    be joined: :func:`fogros_dist.train.context.init_process_group`)."""
+    """Wrap ``model`` in DDP with ``comm_hook`` (default: plain all-reduce) and shard ``dataset``
+    for ``context``'s rank (the process group must be joined:
+    :func:`fogros_dist.train.context.init_process_group`)."""
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data.distributed import DistributedSampler
 
@@ -62,5 +72,12 @@ def data_parallel(
         rank=context.rank,
         seed=seed,
     )
-    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return DataParallel(model=wrapped, sampler=sampler, plan=plan)
+    hook = comm_hook or CommHook()
+    wrapped = DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        bucket_cap_mb=bucket_cap_mb(hook, model),
+    )
+    register_comm_hook(wrapped, hook)
+    meter = CommMeter().activate()
+    return DataParallel(model=wrapped, sampler=sampler, plan=plan, comm_hook=hook, meter=meter)

@@ -1,9 +1,10 @@
 """The module torchrun starts once per rank: ``python -m fogros_dist.train.worker <workload>
-[--keep-global-batch] [the workload's training options]``.
+[--keep-global-batch] [--comm-hook HOOK[:PARAM]] [the workload's training options]``.
 
 It reads its place in the run from torchrun's environment, joins the process group, trains the
 workload's model data-parallel and prints every progress line as ``[train:<machine>:<rank>]
-<line>``; rank 0 also prints ``metrics <json>`` at the end, which the launcher reads. ``@record``
+<line>``; rank 0 also prints ``metrics <json>`` at the end, which the launcher reads (the
+workload's metrics, and ``comm_hook``: the hook that exchanged the gradients). ``@record``
 makes torch elastic write the exception to the worker's error file, from which the launcher's
 one-line root cause comes.
 """
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from fogros_dist.errors import ConfigError
+from fogros_dist.train.comm_hooks import parse_comm_hook
 from fogros_dist.train.context import DistContext
 from fogros_dist.workloads import get_workload
 from fogros_dist.workloads.base import DistributedWorkload
@@ -43,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"fogros_dist.train.worker {workload.name}")
     workload.add_train_arguments(parser)
     parser.add_argument("--keep-global-batch", action="store_true")
+    parser.add_argument("--comm-hook", default="none")
     args = parser.parse_args(words[1:])
+    comm_hook = parse_comm_hook(args.comm_hook)
     prefix = f"[train:{context.machine}:{context.rank}]"
 
     def report(line: str) -> None:
@@ -51,12 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         metrics = workload.train_distributed(
-            args, report=report, context=context, keep_global_batch=args.keep_global_batch
+            args,
+            report=report,
+            context=context,
+            keep_global_batch=args.keep_global_batch,
+            comm_hook=comm_hook,
         )
     finally:
         _leave_process_group()
     if context.is_main:
-        print(METRICS_PREFIX + json.dumps(metrics, sort_keys=True), flush=True)
+        printed = {**metrics, "comm_hook": str(comm_hook)}
+        print(METRICS_PREFIX + json.dumps(printed, sort_keys=True), flush=True)
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from fogros_dist.spec import TopicSpec
 
 if TYPE_CHECKING:
+    from fogros_dist.train.comm_hooks import CommHook
     from fogros_dist.train.context import DistContext
 
 __all__ = ["BenchRequest", "DistributedWorkload", "Workload", "default_model_dir"]
@@ -83,6 +84,7 @@ class DistributedWorkload(Workload, Protocol):
         report: Callable[[str], None],
         context: DistContext,
         keep_global_batch: bool,
+        comm_hook: CommHook,
     ) -> dict[str, float]:
-        """One rank of the run: its DistributedSampler shard, DDP; rank 0 evaluates, saves and
-        returns the metrics, the other ranks return {}."""
+        """One rank of the run: its DistributedSampler shard, DDP exchanging gradients by
+        ``comm_hook``; rank 0 evaluates, saves and returns the metrics, the other ranks return {}."""

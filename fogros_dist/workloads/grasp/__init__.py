@@ -21,6 +21,7 @@ from fogros_dist.workloads.grasp.messages import TOPICS_IN, TOPICS_OUT
 from fogros_dist.workloads.grasp.node import MODEL_FILE
 
 if TYPE_CHECKING:
+    from fogros_dist.train.comm_hooks import CommHook
     from fogros_dist.train.context import DistContext
     from fogros_dist.workloads.base import DistributedWorkload
     from fogros_dist.workloads.grasp.train import GraspTraining
@@ -87,13 +88,18 @@ class GraspWorkload:
         report: Callable[[str], None],
         context: DistContext,
         keep_global_batch: bool,
+        comm_hook: CommHook,
     ) -> dict[str, float]:
         """One rank of a data-parallel run (:mod:`fogros_dist.train.worker`); rank 0 returns the
         metrics and saves the model, the others return {}."""
         from fogros_dist.workloads.grasp.train import run_training
 
         _model, metrics = run_training(
-            self._settings(args), report=report, context=context, keep_global_batch=keep_global_batch
+            self._settings(args),
+            report=report,
+            context=context,
+            keep_global_batch=keep_global_batch,
+            comm_hook=comm_hook,
         )
         return metrics
 

@@ -8,6 +8,7 @@ labels, and the full planner: time per image, robustness of its best grasps) and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -15,7 +16,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -36,6 +37,10 @@ from fogros_dist.workloads.grasp.labels import robust_labels
 from fogros_dist.workloads.grasp.model import GQCNN, ModelConfig, save_model
 from fogros_dist.workloads.grasp.plan import CemConfig, GraspPlanner
 from fogros_dist.workloads.grasp.scene import render_depth
+
+if TYPE_CHECKING:
+    from fogros_dist.train.comm_hooks import CommHook
+    from fogros_dist.train.comm_meter import CommMeter
 
 __all__ = [
     "GraspTraining",
@@ -76,6 +81,7 @@ def train_model(
     sampler: Iterable[int] | None = None,
     report: Report | None = None,
     checkpoint: Checkpointer | None = None,
+    meter: CommMeter | None = None,
 ) -> list[float]:
     """Train ``model`` (a :class:`GQCNN`, or one wrapped by DDP) on ``dataset`` in place.
 
@@ -90,6 +96,8 @@ def train_model(
             the workers (a machine left or joined), resumed from: the model, the optimizer, the
             epochs done, the schedule's position as a fraction of the run (so a new world size,
             with its own steps per epoch, goes on where the old one was).
+        meter: counts each optimizer step's gradient communication (the DDP model's, from
+            :func:`fogros_dist.train.data_parallel.data_parallel`).
 
     Returns:
         The mean training loss of each epoch.
@@ -134,14 +142,15 @@ def train_model(
             patches, depths, labels = (
                 t.to(device) for t in dataset.batch(order[first : first + config.batch_size])
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(patches, depths), labels)
-            loss.backward()
-            optimizer.step()
+            with meter.step() if meter is not None else contextlib.nullcontext():
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(patches, depths), labels)
+                loss.backward()
+                optimizer.step()
             schedule.step()
             total += float(loss.detach()) * labels.shape[0]
             seen += labels.shape[0]
-        total, seen, world = _across_ranks(total, seen)
+        total, seen, world = _across_ranks(total, seen, device)
         losses.append(total / max(1, seen))
         steps = (epoch + 1) * steps_per_epoch
         if report is not None:
@@ -188,14 +197,15 @@ def _resume(
     return epochs_done, [float(x) for x in state["losses"]]
 
 
-def _across_ranks(total: float, seen: int) -> tuple[float, int, int]:
+def _across_ranks(total: float, seen: int, device: torch.device) -> tuple[float, int, int]:
     """An epoch's summed loss and sample count over every rank (all-reduced under
-    torch.distributed), and the world size; this rank's own outside a process group."""
+    torch.distributed, on the model's device: NCCL reduces only CUDA tensors), and the world size;
+    this rank's own outside a process group."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         return total, seen, 1
-    both = torch.tensor([total, float(seen)], dtype=torch.float64)
+    both = torch.tensor([total, float(seen)], dtype=torch.float64, device=device)
     dist.all_reduce(both)
     return float(both[0]), int(both[1]), dist.get_world_size()
 
@@ -301,6 +311,7 @@ def run_training(
     report: Report,
     context: DistContext | None = None,
     keep_global_batch: bool = False,
+    comm_hook: CommHook | None = None,
 ) -> tuple[GQCNN, dict[str, float]]:
     """Generate data, train, evaluate on held-out scenes and save.
 
@@ -313,12 +324,16 @@ def run_training(
             other ranks return empty metrics.
         keep_global_batch: under data parallelism, split ``settings.optim.batch_size`` across
             the ranks instead of scaling the learning rate (see :mod:`fogros_dist.train.scaling`).
+        comm_hook: under data parallelism, how DDP exchanges the gradients (default: plain
+            all-reduce); see :mod:`fogros_dist.train.comm_hooks`.
 
     Returns:
         The trained model and its metrics: ``heldout_accuracy``, ``heldout_precision``,
         ``heldout_recall``, ``heldout_positive_rate``, ``train_accuracy``, ``plan_ms_median``,
         ``plan_ms_mean``, ``top1_robust``, ``topk_robust``, ``confidence``, ``no_grasp``,
-        sample counts and timings.
+        sample counts and timings; under data parallelism also the gradient communication per
+        step, the mean over the ranks (``bytes_per_step``, ``comm_seconds_per_step``, ...: see
+        :mod:`fogros_dist.train.comm_meter`).
     """
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
@@ -349,6 +364,7 @@ def run_training(
     optim = settings.optim
     sampler: Iterable[int] | None = None
     trained: nn.Module = model
+    meter: CommMeter | None = None
     if context.distributed:
         from fogros_dist.train.data_parallel import data_parallel
 
@@ -361,11 +377,12 @@ def run_training(
             learning_rate=optim.learning_rate,
             seed=optim.seed,
             keep_global_batch=keep_global_batch,
+            comm_hook=comm_hook,
         )
         optim = replace(
             optim, batch_size=parallel.plan.per_rank_batch, learning_rate=parallel.plan.learning_rate
         )
-        sampler, trained = parallel.sampler, parallel.model
+        sampler, trained, meter = parallel.sampler, parallel.model, parallel.meter
         report(f"train: {parallel.describe(context, len(dataset))}")
     losses = train_model(
         trained,
@@ -374,7 +391,10 @@ def run_training(
         sampler=sampler,
         report=report if context.is_main else None,
         checkpoint=Checkpointer.from_env(context) if context.distributed else None,
+        meter=meter,
     )
+    # Every rank takes part: the per-step figures are averaged over the ranks.
+    communication = meter.summary_across_ranks(device).as_metrics() if meter is not None else {}
     # Evaluation, planning and the saved file are on the CPU, where the node serves by default.
     model = model.to("cpu")
     train_seconds = time.perf_counter() - train_started
@@ -399,6 +419,7 @@ def run_training(
         "final_loss": losses[-1] if losses else float("nan"),
         "data_seconds": data_seconds,
         "train_seconds": train_seconds,
+        **communication,
     }
     if settings.plan_images > 0:
         planner = GraspPlanner(model, cem=settings.cem, seed=settings.optim.seed)

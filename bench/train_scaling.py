@@ -1,0 +1,442 @@
+"""Data-parallel training over shaped links: 1, 2 and 3 hosts, every gradient communication hook.
+
+Each host is a network namespace on one Linux bridge (a lab LAN: ``10.234.<n>.0/24``), whose
+egress into the LAN is ``tc tbf`` at the link rate (50 and 200 Mbit/s by default). On each host a
+real torchrun agent (``fogros_dist.train.local_fleet.agent_argv``: c10d rendezvous on the first
+host, ``--local-addr`` and ``GLOO_SOCKET_IFNAME`` on the LAN) runs ``fogros_dist.train.worker grasp``
+with ``--comm-hook HOOK``: the same agents and workers ``fogros-dist train grasp --on FLEET`` starts
+on every machine, without the SSH and deployment around them (which cost start-up time, not step
+time). Rank 0's metrics give step time split into compute and communication (the comm meter's
+timing), payload bytes per step (measured on the collectives, ``fogros_dist.train.comm_meter``),
+samples/s and the held-out accuracy; time to target is the run's training time when its final
+held-out accuracy reaches the target (one evaluation per run, at the end).
+
+This machine has 2 CPUs shared by every rank, so compute cannot scale here: scaling efficiency
+(samples/s of N hosts over N x one host's) measures the link and the CPUs together, and the
+compute-bound figure needs a machine with a core (or GPU) per rank.
+
+Usage: sudo .venv/bin/python bench/train_scaling.py [--quick]
+Writes bench/results/train_scaling.json, bench/results/train_scaling.png and the table in
+BENCHMARKS.md between ``<!-- train_scaling:begin -->`` / ``<!-- train_scaling:end -->``.
+Every process it starts is stopped by PID; the namespaces and the bridge are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "train_scaling.json"
+PLOT = ROOT / "bench" / "results" / "train_scaling.png"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- train_scaling:begin -->", "<!-- train_scaling:end -->"
+
+HOOKS = ("none", "fp16", "bf16", "powersgd", "topk", "sketch")
+_PREFIX = "fdts"
+_TBF = ("burst", "32kbit", "latency", "100ms")
+# The grasp run: small enough for 2 CPUs, large enough that accuracy separates the hooks.
+WORKLOAD = [
+    "grasp", "--scenes", "80", "--eval-scenes", "24", "--grasps-per-scene", "32", "--epochs", "4",
+    "--plan-images", "0", "--batch-size", "64",
+]  # fmt: skip
+QUICK_WORKLOAD = [
+    "grasp", "--scenes", "24", "--eval-scenes", "8", "--grasps-per-scene", "16", "--epochs", "1",
+    "--plan-images", "0", "--batch-size", "64",
+]  # fmt: skip
+TARGET_BYTES_RATIO = 8.0  # PowerSGD: at least 8x fewer bytes per step than none
+TARGET_TIME_RATIO = 3.0  # on 50 Mbit/s: best hook reaches the target 3x sooner
+ACCURACY_SLACK = 0.01
+
+
+def _run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        msg = f"{' '.join(argv)}: {done.stderr.strip()}"
+        raise RuntimeError(msg)
+    return done
+
+
+@dataclass
+class Lan:
+    """``count`` namespaces on one bridge, each host's egress shaped to ``rate``."""
+
+    tag: str
+    count: int
+    subnet: int
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.tag}br"
+
+    def netns(self, i: int) -> str:
+        return f"{self.tag}n{i}"
+
+    def address(self, i: int) -> str:
+        return f"10.234.{self.subnet}.{i + 2}"
+
+    def up(self) -> None:
+        _run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        _run(["ip", "link", "set", self.bridge, "up"])
+        for i in range(self.count):
+            ns, near, far = self.netns(i), f"{self.tag}v{i}", f"{self.tag}h{i}"
+            _run(["ip", "netns", "add", ns])
+            _run(["ip", "link", "add", near, "type", "veth", "peer", "name", far])
+            _run(["ip", "link", "set", far, "netns", ns])
+            _run(["ip", "-n", ns, "link", "set", far, "name", "lan0"])
+            _run(["ip", "link", "set", near, "master", self.bridge])
+            _run(["ip", "link", "set", near, "up"])
+            _run(["ip", "-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", "lan0"])
+            _run(["ip", "-n", ns, "link", "set", "lan0", "up"])
+            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def shape(self, rate: str) -> None:
+        for i in range(self.count):
+            _run(["ip", "netns", "exec", self.netns(i), "tc", "qdisc", "replace", "dev", "lan0", "root",
+                  "tbf", "rate", rate, *_TBF])  # fmt: skip
+
+    def down(self) -> None:
+        for i in range(self.count):
+            ns = self.netns(i)
+            for pid in _run(["ip", "netns", "pids", ns], check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _run(["ip", "netns", "del", ns], check=False)
+            _run(["ip", "link", "del", f"{self.tag}v{i}"], check=False)
+        _run(["ip", "link", "del", self.bridge], check=False)
+
+
+@contextlib.contextmanager
+def lan(count: int) -> Iterator[Lan]:
+    tag = f"{_PREFIX}{os.getpid() % 10000}"
+    made = Lan(tag=tag, count=count, subnet=os.getpid() % 200 + 20)
+    made.down()  # a crashed run's, same PID
+    try:
+        made.up()
+        yield made
+    finally:
+        made.down()
+
+
+def _shape_argument(rate: str) -> str:
+    # `tc` wants e.g. "50mbit"; a clean label for the table.
+    return rate.replace("mbit", " Mbit/s")
+
+
+def run_one(
+    net: Lan, hosts: int, hook: str, *, workload: list[str], workdir: Path, timeout: float
+) -> dict[str, Any]:
+    """One training run on the first ``hosts`` namespaces; rank 0's metrics plus the wall time."""
+    from fogros_dist.train.local_fleet import agent_argv
+    from fogros_dist.train.options import FleetOptions, NodeRange
+
+    options = FleetOptions(nodes=NodeRange(hosts, hosts))
+    run_id = f"bench-{os.getpid()}-{hosts}-{hook}-{time.monotonic_ns()}"
+    endpoint = f"{net.address(0)}:29400"
+    procs: list[subprocess.Popen[str]] = []
+    started = time.monotonic()
+    try:
+        for i in range(hosts):
+            where = workdir / run_id / f"m{i}"
+            where.mkdir(parents=True)
+            argv = agent_argv(
+                workload_argv=[*workload, "--comm-hook", hook],
+                options=options,
+                endpoint=endpoint,
+                run_id=run_id,
+                is_host=i == 0,
+                log_dir=where / "torchelastic",
+                local_addr=net.address(i),
+            )
+            env = dict(
+                os.environ,
+                OMP_NUM_THREADS="1",
+                GLOO_SOCKET_IFNAME="lan0",
+                TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1",
+                PYTHONUNBUFFERED="1",
+                FOGROS_DIST_MACHINE=f"m{i}",
+                FOGROS_DIST_MODELS=str(where / "models"),
+                FOGROS_DIST_CHECKPOINT_DIR=str(where / "checkpoints"),
+            )
+            procs.append(
+                subprocess.Popen(
+                    ["ip", "netns", "exec", net.netns(i), *argv],
+                    cwd=where,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,
+                )
+            )
+        out, _ = procs[0].communicate(timeout=timeout)
+        for proc in procs[1:]:
+            proc.wait(timeout=60)
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    wall = time.monotonic() - started
+    metrics = next(
+        (
+            json.loads(line.split("metrics ", 1)[1])
+            for line in out.splitlines()
+            if line.startswith("metrics ")
+        ),
+        None,
+    )
+    if metrics is None:
+        tail = "\n".join(out.splitlines()[-15:])
+        msg = f"{hosts} host(s), hook {hook}: no metrics from rank 0 (exit {procs[0].returncode}):\n{tail}"
+        raise RuntimeError(msg)
+    from fogros_dist.train.run_report import parse_progress
+
+    epochs = parse_progress(out.splitlines())
+    # Rank 0's epoch lines: samples/s of the whole world (the loop all-reduces each epoch's count).
+    rates = [e.samples_per_second for e in epochs]
+    return {
+        "hosts": hosts,
+        "hook": hook,
+        "wall_s": round(wall, 1),
+        "metrics": metrics,
+        "samples_per_s": round(sum(rates) / len(rates), 1) if rates else None,
+    }
+
+
+def _plan(quick: bool) -> list[tuple[str, int, str]]:
+    if quick:
+        return [("50mbit", 1, "none"), ("50mbit", 2, "none"), ("50mbit", 2, "powersgd")]
+    plan = [("50mbit", 1, "none")]
+    plan += [("50mbit", hosts, hook) for hosts in (2, 3) for hook in HOOKS]
+    plan += [("200mbit", hosts, hook) for hosts in (2, 3) for hook in ("none", "fp16", "powersgd")]
+    return plan
+
+
+def _figures(run: dict[str, Any], single: dict[str, Any] | None, target: float) -> dict[str, Any]:
+    m = run["metrics"]
+    comm, compute = m.get("comm_seconds_per_step"), m.get("compute_seconds_per_step")
+    step = comm + compute if comm is not None and compute is not None else None
+    sps = run.get("samples_per_s")
+    base = single.get("samples_per_s") if single else None
+    accuracy = m.get("heldout_accuracy")
+    return {
+        "step_ms": round(step * 1e3, 2) if step is not None else None,
+        "comm_share": round(comm / step, 3) if step else None,
+        "bytes_per_step": m.get("bytes_per_step"),
+        # After PowerSGD's first uncompressed steps: what every later step sends.
+        "bytes_last_step": m.get("bytes_last_step"),
+        "written_bytes_per_step": m.get("written_bytes_per_step"),
+        "samples_per_s": round(sps, 1) if sps is not None else None,
+        "scaling_efficiency": round(sps / (run["hosts"] * base), 3) if sps and base else None,
+        "train_s": round(m["train_seconds"], 1) if m.get("train_seconds") is not None else None,
+        "time_to_target_s": round(m["train_seconds"], 1)
+        if accuracy is not None and accuracy >= target and m.get("train_seconds") is not None
+        else None,
+        "heldout_accuracy": round(accuracy, 4) if accuracy is not None else None,
+    }
+
+
+def _within(accuracy: float | None, baseline: float | None) -> bool:
+    return accuracy is not None and baseline is not None and accuracy >= baseline - ACCURACY_SLACK
+
+
+def _verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def find(rate: str, hosts: int, hook: str) -> dict[str, Any] | None:
+        return next((r for r in rows if (r["rate"], r["hosts"], r["hook"]) == (rate, hosts, hook)), None)
+
+    out: dict[str, Any] = {}
+    for hosts in (2, 3):
+        none, power = find("50mbit", hosts, "none"), find("50mbit", hosts, "powersgd")
+        if none is None or power is None:
+            continue
+        nb, pb = none["figures"]["bytes_last_step"], power["figures"]["bytes_last_step"]
+        na, pa = none["figures"]["heldout_accuracy"], power["figures"]["heldout_accuracy"]
+        ratio = nb / pb if nb and pb else None
+        out[f"powersgd_bytes_{hosts}_hosts"] = {
+            "ratio": round(ratio, 1) if ratio else None,
+            "accuracy_delta": round(pa - na, 4) if pa is not None and na is not None else None,
+            "met": bool(ratio and ratio >= TARGET_BYTES_RATIO and _within(pa, na)),
+        }
+        times = {
+            r["hook"]: r["figures"]["time_to_target_s"]
+            for r in rows
+            if r["rate"] == "50mbit" and r["hosts"] == hosts and r["figures"]["time_to_target_s"]
+        }
+        base = times.get("none")
+        best = min(((t, h) for h, t in times.items() if h != "none"), default=None)
+        out[f"time_to_target_{hosts}_hosts_50mbit"] = {
+            "none_s": base,
+            "best_hook": best[1] if best else None,
+            "best_s": best[0] if best else None,
+            "ratio": round(base / best[0], 2) if base and best else None,
+            "met": bool(base and best and base / best[0] >= TARGET_TIME_RATIO),
+        }
+    return out
+
+
+def _markdown(data: dict[str, Any]) -> str:
+    yes = {True: "met", False: "**not met**"}
+    lines = [
+        f"Hosts: network namespaces on one bridge, each host's egress `tc tbf rate R burst 32kbit latency "
+        f"100ms`; the same torchrun agents and workers `--on FLEET` runs on each machine (no SSH or "
+        f"deployment around them). Workload: `{' '.join(data['meta']['workload'])}`; target held-out "
+        f"accuracy {data['meta']['target_accuracy']}. {data['meta']['cpus']} CPUs shared by every rank, so "
+        f"compute does not scale here (scaling efficiency below is link and CPUs together); run took "
+        f"{data['meta']['duration_s']:g} s.",
+        "",
+        "| link | hosts | hook | step ms | comm share | payload bytes/step (mean / last) | written B/step "
+        "| samples/s | scaling eff. | train s | held-out acc. | time to target s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["rows"]:
+        f = r["figures"]
+
+        def cell(v: Any) -> str:
+            if v is None:
+                return "-"
+            return f"{v:,.0f}" if isinstance(v, float) and v > 1000 else str(v)
+
+        lines.append(
+            f"| {_shape_argument(r['rate'])} | {r['hosts']} | {r['hook']} | {cell(f['step_ms'])} | "
+            f"{cell(f['comm_share'])} | {cell(f['bytes_per_step'])} / {cell(f['bytes_last_step'])} | "
+            f"{cell(f['written_bytes_per_step'])} | "
+            f"{cell(f['samples_per_s'])} | {cell(f['scaling_efficiency'])} | {cell(f['train_s'])} | "
+            f"{cell(f['heldout_accuracy'])} | {cell(f['time_to_target_s'])} |"
+        )
+    lines += ["", "Targets (issue 10):", ""]
+    for key, v in data["verdicts"].items():
+        if key.startswith("powersgd_bytes"):
+            lines.append(
+                f"- PowerSGD >= {TARGET_BYTES_RATIO:g}x fewer bytes per step (after its warm-up steps) than "
+                f"none, accuracy within 1 point ({key.split('_')[2]} hosts, 50 Mbit/s): {yes[v['met']]} "
+                f"({v['ratio']}x, held-out accuracy {v['accuracy_delta'] * 100:+.1f} points)"
+                if v["accuracy_delta"] is not None
+                else f"- PowerSGD bytes ({key}): {yes[v['met']]}"
+            )
+        else:
+            lines.append(
+                f"- time to target >= {TARGET_TIME_RATIO:g}x shorter with the best hook on 50 Mbit/s "
+                f"({key.split('_')[3]} hosts): {yes[v['met']]} (none {v['none_s']} s, best {v['best_hook']} "
+                f"{v['best_s']} s, {v['ratio']}x)"
+            )
+    lines.append(
+        "- compute-bound scaling efficiency >= 0.9: not measurable here (2 CPUs for every rank); "
+        "it needs a machine with a core or GPU per rank."
+    )
+    return "\n".join(lines)
+
+
+def _plot(data: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for rate in sorted({r["rate"] for r in data["rows"]}):
+        for hosts in (2, 3):
+            rows = [r for r in data["rows"] if r["rate"] == rate and r["hosts"] == hosts]
+            if not rows:
+                continue
+            label = f"{_shape_argument(rate)}, {hosts} hosts"
+            # Hooks at fixed positions: every series on the same axis, in HOOKS' order.
+            where = [HOOKS.index(r["hook"]) for r in rows]
+            left.plot(where, [r["figures"]["bytes_last_step"] or 0 for r in rows], "o-", label=label)
+            right.plot(where, [r["figures"]["step_ms"] or 0 for r in rows], "o-", label=label)
+    left.set_yscale("log")
+    left.set_ylabel("payload bytes per step, steady state")
+    right.set_ylabel("step time, ms")
+    for ax in (left, right):
+        ax.set_xticks(range(len(HOOKS)), HOOKS)
+        ax.legend(fontsize=7)
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle("grasp data-parallel: gradient communication hooks over shaped links")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _write_benchmarks_md(table: str) -> None:
+    block = f"{BEGIN}\n{table}\n{END}"
+    text = BENCHMARKS_MD.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        BENCHMARKS_MD.write_text(head + block + tail)
+        return
+    intro = (
+        "\n\n## Data-parallel training over shaped links\n\n"
+        "`sudo .venv/bin/python bench/train_scaling.py` (`--quick` for a try) trains the grasp model on 1, 2 "
+        "and 3 hosts with every gradient communication hook. Raw JSON: `bench/results/train_scaling.json`; "
+        "plot: `bench/results/train_scaling.png`.\n\n"
+    )
+    BENCHMARKS_MD.write_text(text.rstrip() + intro + block + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="three short runs (a try, not the table)")
+    parser.add_argument("--target", type=float, default=0.80, help="held-out accuracy target (default 0.80)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run (default 600)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("error: needs root (network namespaces, a bridge and tc): run with sudo", file=sys.stderr)
+        return 1
+    sys.path.insert(0, str(ROOT))
+    workload = QUICK_WORKLOAD if args.quick else WORKLOAD
+    t0 = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with tempfile.TemporaryDirectory(prefix="fogros-scaling-") as tmp, lan(3) as net:
+            shaped = ""
+            for rate, hosts, hook in _plan(args.quick):
+                if rate != shaped:
+                    net.shape(rate)
+                    shaped = rate
+                print(f"{_shape_argument(rate)}: {hosts} host(s), hook {hook}", file=sys.stderr, flush=True)
+                run = run_one(net, hosts, hook, workload=workload, workdir=Path(tmp), timeout=args.timeout)
+                run["rate"] = rate
+                rows.append(run)
+    except KeyboardInterrupt:
+        print("interrupted: every process stopped, the namespaces removed", file=sys.stderr)
+        return 130
+    single = next((r for r in rows if r["hosts"] == 1), None)
+    for row in rows:
+        row["figures"] = _figures(row, single, args.target)
+    meta = {
+        "workload": workload,
+        "target_accuracy": args.target,
+        "quick": args.quick,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "duration_s": round(time.monotonic() - t0, 1),
+    }
+    data = {"meta": meta, "rows": rows, "verdicts": _verdicts(rows)}
+    target = RESULTS.with_name("train_scaling_quick.json") if args.quick else RESULTS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(data, indent=1) + "\n")
+    table = _markdown(data)
+    print(table)
+    if not args.quick:
+        _plot(data, PLOT)
+        _write_benchmarks_md(table)
+    print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
