@@ -9,8 +9,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -239,3 +241,59 @@ def test_two_labs_joined_only_by_the_wireguard_mesh_train_together(
         assert "fdwg" not in links.stdout
         sshd = host.sshd.pid if host.sshd is not None else -1
         assert [pid for pid in host.namespace_pids() if pid != sshd] == [], host.name
+
+
+def _run_processes_of(home: Path) -> list[str]:
+    """This test's fleet processes still alive: agents, workers and bridges started under ``home``."""
+    marker = f"FOGROS_DIST_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        busy = ("torch.distributed.run", "train.worker", "train_agent", "bridge_main")
+        if marker in environ and any(word in cmdline for word in busy):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def test_ctrl_c_during_a_fleet_run_leaves_nothing_and_no_record(tmp_path: Path) -> None:
+    fleet = _fleet_file(tmp_path / "fleet.toml", "stopme", {"a": {}, "b": {}}, "local")
+    home = tmp_path / "home"
+    env = dict(os.environ, FOGROS_DIST_HOME=str(home), FOGROS_DIST_MODELS=str(tmp_path / "models"))
+    popen = subprocess.Popen(
+        [*CLI, "train", "grasp", "--on", str(fleet), *SMALL, "--epochs", "50"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert popen.stderr is not None
+    seen = []
+    for line in popen.stderr:
+        seen.append(line)
+        if "train: epoch 1/50" in line:
+            break
+    else:
+        pytest.fail("".join(seen))
+    assert _run_processes_of(home), "the run's processes should be up"
+    assert StateStore(home).names() == ["stopme-train"]
+    popen.send_signal(signal.SIGINT)
+    try:
+        popen.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        raise
+    rest = popen.stderr.read()
+    assert popen.returncode == 130, "".join(seen) + rest
+    assert "deployment stopme-train is down" in rest
+    deadline = time.monotonic() + 15
+    while _run_processes_of(home) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _run_processes_of(home) == []
+    assert StateStore(home).names() == []
