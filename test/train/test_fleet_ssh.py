@@ -64,6 +64,8 @@ def _env(tmp_path: Path, wheel_cache: Path, robot_domain: int) -> dict[str, str]
         FOGROS_DIST_HOME=str(tmp_path / "home"),
         FOGROS_DIST_CACHE=str(wheel_cache),
         HOME=str(tmp_path),
+        # Where the robot keeps models (else $XDG_CACHE_HOME's, which CI sets elsewhere).
+        FOGROS_DIST_MODELS=str(tmp_path / "robot-models"),
         ROS_DOMAIN_ID=str(robot_domain),
         PYTHONUNBUFFERED="1",
     )
@@ -104,7 +106,7 @@ def test_two_ssh_hosts_on_one_lan_train_grasp_and_leave_nothing(
     back = re.search(r"^train: model copied back from gpu0:(\S+) to (\S+)$", out, re.M)
     assert back is not None, out[-3000:]
     assert "/deployments/lanfleet-train/gpu0/models/" in back[1]
-    assert Path(back[2]) == tmp_path / ".cache" / "fogros_dist" / "models" / "grasp.pt"
+    assert Path(back[2]) == tmp_path / "robot-models" / "grasp.pt"
     assert Path(back[2]).stat().st_size > 10_000
     report = re.search(r"^train: report (\S+) and (\S+)$", out, re.M)
     assert report is not None, out[-3000:]
