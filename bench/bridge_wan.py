@@ -50,13 +50,13 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+from benchmarks_md import write_table  # noqa: E402
 from bridge_latency import _Proc, _processes, _summary  # noqa: E402
 from wan_link import DEFAULT_CONGESTION_CONTROL, WanLink, measure_link, wan_link, wan_unavailable  # noqa: E402
 
 RESULTS = BENCH / "results" / "bridge_wan.json"
 QUICK_RESULTS = BENCH / "results" / "bridge_wan_quick.json"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- bridge_wan:begin -->", "<!-- bridge_wan:end -->"
 
 IMAGE, HEADER = "sensor_msgs/msg/Image", "std_msgs/msg/Header"
 WIDTH, HEIGHT = 640, 480
@@ -834,13 +834,6 @@ def _markdown(data: dict[str, Any]) -> str:
 
 
 def _write_benchmarks_md(table: str) -> None:
-    block = f"{BEGIN}\n{table}\n{END}"
-    text = BENCHMARKS_MD.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        BENCHMARKS_MD.write_text(head + block + tail)
-        return
     intro = (
         "\n\n## Camera streams over a WAN\n\n"
         "`sudo .venv/bin/python bench/bridge_wan.py` (about 5 minutes; `--quick` for a 10 s try) sends\n"
@@ -849,7 +842,7 @@ def _write_benchmarks_md(table: str) -> None:
         "(bench/wan_link.py), uncompressed and coded in the same run. Raw JSON:\n"
         "`bench/results/bridge_wan.json`.\n\n"
     )
-    BENCHMARKS_MD.write_text(text.rstrip() + intro + block + "\n")
+    write_table(BENCHMARKS_MD, "bridge_wan", table, intro)
 
 
 def orchestrate(args: argparse.Namespace) -> int:

@@ -38,11 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks_md import write_table  # a sibling: the script's own folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "train_scaling.json"
 PLOT = ROOT / "bench" / "results" / "train_scaling.png"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- train_scaling:begin -->", "<!-- train_scaling:end -->"
 
 HOOKS = ("none", "fp16", "bf16", "powersgd", "topk", "sketch")
 _PREFIX = "fdts"
@@ -369,20 +370,13 @@ def _plot(data: dict[str, Any], path: Path) -> None:
 
 
 def _write_benchmarks_md(table: str) -> None:
-    block = f"{BEGIN}\n{table}\n{END}"
-    text = BENCHMARKS_MD.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        BENCHMARKS_MD.write_text(head + block + tail)
-        return
     intro = (
         "\n\n## Data-parallel training over shaped links\n\n"
         "`sudo .venv/bin/python bench/train_scaling.py` (`--quick` for a try) trains the grasp model on 1, 2 "
         "and 3 hosts with every gradient communication hook. Raw JSON: `bench/results/train_scaling.json`; "
         "plot: `bench/results/train_scaling.png`.\n\n"
     )
-    BENCHMARKS_MD.write_text(text.rstrip() + intro + block + "\n")
+    write_table(BENCHMARKS_MD, "train_scaling", table, intro)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
