@@ -24,7 +24,7 @@ from fogros_dist.net.wireguard import MeshMachine, MeshPlan
 from fogros_dist.net.wireguard_host import RootRun, bring_up, tear_down
 from fogros_dist.spec import DeploymentSpec, Host
 
-__all__ = ["VPN_CHOICES", "FleetMesh", "check_vpn"]
+__all__ = ["VPN_CHOICES", "FleetMesh", "check_vpn", "fleet_address"]
 
 VPN_CHOICES = ("none", "wireguard")
 
@@ -80,7 +80,7 @@ class FleetMesh:
             runs[machine.name] = (host, _runner(host, run_command))
         plan = MeshPlan.create(
             self._spec.name,
-            [MeshMachine(name=name, endpoint=_underlay(host)) for name, (host, _run) in runs.items()],
+            [MeshMachine(name=name, endpoint=fleet_address(host)) for name, (host, _run) in runs.items()],
         )
         try:
             for name, (_host, run) in runs.items():
@@ -105,6 +105,7 @@ class FleetMesh:
                 self._echo(f"train: mesh {name}: {interface} removed")
 
 
-def _underlay(host: Host) -> str:
-    """The address peers reach ``host`` on outside the mesh (as the robot's SSH reached it)."""
+def fleet_address(host: Host) -> str:
+    """The address the fleet's other machines reach ``host`` on outside any mesh: the host's end
+    of the robot's SSH connection (on EC2 the private address behind the public one)."""
     return dict(host.env).get("FOGROS_SSH_SERVER_ADDRESS", "") or host.address

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import tempfile
 import threading
 import time
@@ -37,11 +36,11 @@ from fogros_dist.deploy.stages import Stage
 from fogros_dist.deploy.state import StateStore
 from fogros_dist.deploy.teardown import process_key
 from fogros_dist.errors import ConfigError, FogError
-from fogros_dist.spec import DeploymentSpec, Host, NodeSpec, ShippedFile
+from fogros_dist.spec import DeploymentSpec, NodeSpec, ShippedFile
 from fogros_dist.train.agent import RENDEZVOUS_FILE, Rendezvous
 from fogros_dist.train.checkpoint import CHECKPOINT_DIR_ENV
-from fogros_dist.train.fleet_mesh import FleetMesh, check_vpn
-from fogros_dist.train.local_fleet import FleetRun, TrainingFailed, saved_model
+from fogros_dist.train.fleet_mesh import FleetMesh, check_vpn, fleet_address
+from fogros_dist.train.local_fleet import FleetRun, TrainingFailed, free_port, saved_model
 from fogros_dist.train.options import FleetOptions, NodeRange
 from fogros_dist.train.root_cause import root_cause
 from fogros_dist.train.worker import METRICS_PREFIX
@@ -106,18 +105,6 @@ def fleet_spec(fleet: DeploymentSpec, *, placeholder: Path, name: str) -> Deploy
         for machine in fleet.machines
     )
     return replace(fleet, name=name, nodes=nodes)
-
-
-def _fleet_address(host: Host) -> str:
-    """The address the other machines reach ``host`` on."""
-    return dict(host.env).get("FOGROS_SSH_SERVER_ADDRESS", "") or host.address
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def run_fleet(
@@ -268,10 +255,10 @@ def _hand_out_rendezvous(
     where: Path,
 ) -> None:
     """Write and upload each machine's rendezvous.json (the head's address is known now: its
-    mesh address with a VPN, else ``_fleet_address``)."""
+    mesh address with a VPN, else ``fleet_address``)."""
     head_host, _ = deployment.provider_of(spec.machines[0].name)
-    address = head_address or _fleet_address(head_host)
-    port = _free_port() if head_host.provider == "local" else head_host.bridge_port + _STORE_PORT_OFFSET
+    address = head_address or fleet_address(head_host)
+    port = free_port() if head_host.provider == "local" else head_host.bridge_port + _STORE_PORT_OFFSET
     endpoint = f"{address}:{port}"
     env = {
         "OMP_NUM_THREADS": "1",

@@ -37,6 +37,7 @@ __all__ = [
     "FleetRun",
     "TrainingFailed",
     "agent_argv",
+    "free_port",
     "run_local_fleet",
     "run_processes",
     "saved_model",
@@ -89,7 +90,8 @@ def saved_model(lines: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a c10d store on this host)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -163,7 +165,7 @@ def run_local_fleet(
     """
     started = time.monotonic()
     run_dir.mkdir(parents=True, exist_ok=True)
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     run_id = f"fogros-{uuid.uuid4().hex[:12]}"
     base = dict(os.environ if environ is None else environ)
     base.setdefault("OMP_NUM_THREADS", _DEFAULT_THREADS)
