@@ -54,6 +54,10 @@ OPTIONS: dict[str, str] = {
     "remote_dir": "fogros_dist's directory on the machine (default '~/.fogros_dist')",
     "workspace": "the robot's colcon workspace its nodes' packages come from (default: the sourced overlay)",
     "torch": "true or false: torch in the machine's runtime (default: when one of its nodes needs it)",
+    "fleet_group": (
+        "true: also join the deployment's fleet security group, which admits every protocol from its "
+        "members only (machines of this deployment in this region; for torchrun/NCCL) (default false)"
+    ),
 }
 
 CANONICAL_OWNER = "099720109477"
@@ -108,6 +112,9 @@ class AwsOptions:
     remote_dir: str = "~/.fogros_dist"
     # None: torch is installed when one of the machine's nodes needs it.
     torch: bool | None = None
+    # Join the deployment's fleet group (ec2.fleet_group_name): distributed training's ranks open
+    # connections to each other on arbitrary ports, which the machine's own group never admits.
+    fleet_group: bool = False
 
     def market(self) -> str:
         """'spot' or 'on-demand'."""
@@ -157,6 +164,7 @@ def parse_options(machine: MachineSpec) -> AwsOptions:
         bridge_port=_number(values, "bridge_port", where, default=7447, low=1024, high=65535),
         remote_dir=_text(values, "remote_dir", where) or "~/.fogros_dist",
         torch=_flag(values, "torch", where) if "torch" in values else None,
+        fleet_group=_flag(values, "fleet_group", where),
     )
     _check(options, where)
     return options

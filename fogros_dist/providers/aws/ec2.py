@@ -29,6 +29,7 @@ from fogros_dist.errors import ConfigError, MissingDependency, ProvisionError
 from fogros_dist.providers.aws.waits import Wait
 
 __all__ = [
+    "FLEET_MACHINE",
     "LIVE_STATES",
     "NOT_GONE_STATES",
     "RESOURCE_KINDS",
@@ -47,6 +48,7 @@ __all__ = [
     "Tagged",
     "check_region",
     "client_token",
+    "fleet_group_name",
     "resource_name",
     "tag_filters",
     "translate_error",
@@ -77,6 +79,17 @@ Progress = Callable[[str, str], None]
 def resource_name(*, deployment: str, machine: str) -> str:
     """The name of a machine's key pair and security group (and its Name tag)."""
     return f"fogros_dist-{deployment}-{machine}"
+
+
+# The machine tag (and name suffix) of a deployment's fleet group. An aws machine's name starts
+# with a letter or digit (config.py), so no machine's own group or key pair can be called this.
+FLEET_MACHINE = "_fleet"
+
+
+def fleet_group_name(deployment: str) -> str:
+    """The name of ``deployment``'s fleet group, one per region: the security group whose only
+    inbound rule admits every protocol from its own members (machines with ``fleet_group``)."""
+    return resource_name(deployment=deployment, machine=FLEET_MACHINE)
 
 
 def client_token(*, deployment: str, machine: str, created_at: float) -> str:
@@ -138,6 +151,8 @@ class Instance:
     spot: bool
     launch_time: float
     tags: tuple[tuple[str, str], ...]
+    # The ids of its security groups, as EC2 lists them.
+    security_groups: tuple[str, ...] = ()
 
     def tag(self, key: str) -> str:
         """The value of tag ``key``, or ''."""
@@ -617,6 +632,91 @@ class Ec2:
             )
         return group_id
 
+    def ensure_fleet_group(self, name: str, *, tags: dict[str, str], stage: str = "requesting") -> str:
+        """Create (or reconcile) the deployment's fleet group ``name`` in the default VPC: its only
+        inbound rule is every protocol from members of the group itself; no address or other
+        group reaches its members through it.
+
+        Any other inbound rule found (someone added 0.0.0.0/0) is revoked. Another machine of the
+        deployment creating or reconciling it at the same moment is no error. Outbound stays
+        AWS's default (all). Returns the group id.
+        """
+        vpc = self.default_vpc(stage=stage)
+        group = self._group_in(name, vpc, stage=stage)
+        if group is None:
+            created = self._call_unless(
+                {"InvalidGroup.Duplicate"},
+                stage,
+                "create_security_group",
+                GroupName=name,
+                Description="fogros_dist: the deployment's machines reach each other; nothing else does",
+                VpcId=vpc,
+                TagSpecifications=[_tag_spec("security-group", tags)],
+            )
+            # Duplicate: another machine of the deployment made it just now.
+            group = {"GroupId": created["GroupId"]} if created else self._group_in(name, vpc, stage=stage)
+            if group is None:
+                msg = (
+                    f"aws machine {self.machine!r}, stage {stage}: creating security group {name} failed "
+                    f"as a duplicate, yet EC2 does not list it: retry 'up'"
+                )
+                raise ProvisionError(msg)
+        group_id = str(group["GroupId"])
+        permissions = group.get("IpPermissions", [])
+        stray = _stray_permissions(permissions, group_id)
+        if stray:
+            # NotFound: another machine revoked it first.
+            self._call_unless(
+                {"InvalidPermission.NotFound"},
+                stage,
+                "revoke_security_group_ingress",
+                GroupId=group_id,
+                IpPermissions=stray,
+            )
+        if not _admits_itself(permissions, group_id):
+            self._call_unless(
+                {"InvalidPermission.Duplicate"},
+                stage,
+                "authorize_security_group_ingress",
+                GroupId=group_id,
+                IpPermissions=[
+                    {
+                        "IpProtocol": "-1",
+                        "UserIdGroupPairs": [{"GroupId": group_id, "Description": "fogros_dist fleet"}],
+                    }
+                ],
+            )
+        return group_id
+
+    def _group_in(self, name: str, vpc: str, *, stage: str) -> dict[str, Any] | None:
+        groups = self.call(
+            stage,
+            "describe_security_groups",
+            Filters=[{"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc]}],
+        ).get("SecurityGroups", [])
+        return dict(groups[0]) if groups else None
+
+    def _call_unless(
+        self, codes: Collection[str], stage: str, operation: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        """:meth:`call`, but an EC2 error whose code is in ``codes`` returns {} instead of raising."""
+        try:
+            return self.call(stage, operation, **kwargs)
+        except ProvisionError as err:
+            cause = err.__cause__
+            if (
+                isinstance(cause, self._errors.ClientError)
+                and cause.response.get("Error", {}).get("Code", "") in codes
+            ):
+                return {}
+            raise
+
+    def set_instance_groups(
+        self, instance_id: str, group_ids: Sequence[str], *, stage: str = "requesting"
+    ) -> None:
+        """Make ``group_ids`` the instance's security groups (it keeps running)."""
+        self.call(stage, "modify_instance_attribute", InstanceId=instance_id, Groups=list(group_ids))
+
     def security_group_id(self, name: str, *, stage: str = "terminating") -> str:
         """The id of security group ``name`` in any VPC of the region, or ''."""
         groups = self.call(
@@ -686,7 +786,7 @@ class Ec2:
         image: ImageInfo,
         instance_type: str,
         key_name: str,
-        group_id: str,
+        group_ids: Sequence[str],
         user_data: str,
         disk_gb: int,
         spot: bool,
@@ -724,7 +824,7 @@ class Ec2:
             MinCount=1,
             MaxCount=1,
             KeyName=key_name,
-            SecurityGroupIds=[group_id],
+            SecurityGroupIds=list(group_ids),
             UserData=user_data,
             InstanceInitiatedShutdownBehavior="terminate",
             BlockDeviceMappings=[
@@ -973,6 +1073,46 @@ def _rules(permissions: Sequence[dict[str, Any]]) -> set[tuple[str, int, int, st
     return rules
 
 
+def _admits_itself(permissions: Sequence[dict[str, Any]], group_id: str) -> bool:
+    """Whether the rules hold the fleet group's own: every protocol from ``group_id`` itself."""
+    return any(
+        str(p.get("IpProtocol", "")) == "-1"
+        and any(pair.get("GroupId") == group_id for pair in p.get("UserIdGroupPairs", []))
+        for p in permissions
+    )
+
+
+def _stray_permissions(permissions: Sequence[dict[str, Any]], group_id: str) -> list[dict[str, Any]]:
+    """Every inbound rule of the fleet group ``group_id`` but its own (every protocol from itself),
+    as revoke_security_group_ingress takes them: addresses, prefix lists, other groups, or
+    itself on some ports only."""
+    stray = []
+    for permission in permissions:
+        protocol = str(permission.get("IpProtocol", ""))
+        entry: dict[str, Any] = {"IpProtocol": protocol}
+        if protocol != "-1":
+            entry.update(
+                FromPort=int(permission.get("FromPort", -1)), ToPort=int(permission.get("ToPort", -1))
+            )
+        pairs = [
+            {key: pair[key] for key in ("GroupId", "UserId") if pair.get(key)}
+            for pair in permission.get("UserIdGroupPairs", [])
+            if not (protocol == "-1" and pair.get("GroupId") == group_id)
+        ]
+        parts = {
+            "IpRanges": [{"CidrIp": r["CidrIp"]} for r in permission.get("IpRanges", [])],
+            "Ipv6Ranges": [{"CidrIpv6": r["CidrIpv6"]} for r in permission.get("Ipv6Ranges", [])],
+            "PrefixListIds": [
+                {"PrefixListId": r["PrefixListId"]} for r in permission.get("PrefixListIds", [])
+            ],
+            "UserIdGroupPairs": pairs,
+        }
+        if any(parts.values()):
+            entry.update({key: value for key, value in parts.items() if value})
+            stray.append(entry)
+    return stray
+
+
 def _permissions(rules: set[tuple[str, int, int, str]], *, describe: bool = True) -> list[dict[str, Any]]:
     permissions = []
     for protocol, low, high, cidr in sorted(rules):
@@ -1013,6 +1153,7 @@ def _instance(data: dict[str, Any]) -> Instance:
         spot=data.get("InstanceLifecycle") == "spot",
         launch_time=launched.timestamp() if isinstance(launched, dt.datetime) else time.time(),
         tags=_tags_of(data),
+        security_groups=tuple(str(g["GroupId"]) for g in data.get("SecurityGroups", []) if g.get("GroupId")),
     )
 
 

@@ -5,6 +5,11 @@ instance, its volume, its spot request), and the key files on the robot are name
 deployment and machine. So whatever moment a `up` was killed at, :func:`find_leftovers` finds
 what it left: the provider's ``reclaim`` (no Host recorded), ``terminate`` (a Host recorded) and
 ``remaining`` (after ``terminate``) are all this module, asked differently.
+
+A deployment's fleet group (machines with ``fleet_group``) belongs to no one machine: the machine
+whose instance is the deployment's last is answerable for it. Each machine's release tries to
+delete it once its own instance is terminated (:func:`release_fleet_group`), and it is among a
+machine's leftovers only while no other instance of the deployment is still there to do that.
 """
 
 from __future__ import annotations
@@ -16,9 +21,29 @@ from pathlib import Path
 
 from fogros_dist.errors import ProvisionError
 from fogros_dist.providers.aws.config import key_paths
-from fogros_dist.providers.aws.ec2 import RESOURCE_KINDS, Ec2, Tagged, tag_filters
+from fogros_dist.providers.aws.ec2 import (
+    NOT_GONE_STATES,
+    RESOURCE_KINDS,
+    TAG_OWNER,
+    Ec2,
+    Tagged,
+    fleet_group_name,
+    tag_filters,
+)
 
-__all__ = ["Leftovers", "find_leftovers", "key_files", "release_resources"]
+__all__ = [
+    "HOLDING_STATES",
+    "Leftovers",
+    "find_fleet_group",
+    "find_leftovers",
+    "key_files",
+    "release_fleet_group",
+    "release_resources",
+]
+
+# The states of an instance that keeps its fleet group for good. A shutting-down one is on its way
+# out: deleting the group waits for it (DependencyViolation), so it does not keep the group.
+HOLDING_STATES = ("pending", "running", "stopping", "stopped")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +83,9 @@ def find_leftovers(
     """Everything tagged for ``deployment``/``machine`` (and ``owner``, unless '') that still
     exists in ``ec2``'s region, the instance ``instance_id`` if it is not terminated, the security
     group and key pair called ``named`` (these two whatever their tags say, for a recorded machine
-    whose tags were changed by hand), and the machine's key files.
+    whose tags were changed by hand), the deployment's fleet group when this machine answers for
+    it (no instance of the deployment but its own is left, see :func:`release_fleet_group`), and
+    the machine's key files.
 
     A volume being deleted counts as gone: nothing more can be done about it, and it ends by itself.
 
@@ -84,11 +111,52 @@ def find_leftovers(
         ]
         known = {(r.kind, r.resource_id) for r in found}
         found += [r for r in by_name if (r.kind, r.resource_id) not in known]
+    group = find_fleet_group(ec2, deployment=deployment, owner=owner, stage=stage)
+    if group is not None and not any(r.resource_id == group.resource_id for r in found):
+        own = {r.resource_id for r in found if r.kind == "instance"} | ({instance_id} - {""})
+        others = [
+            i
+            for i in ec2.find_instances(deployment=deployment, states=NOT_GONE_STATES, stage=stage)
+            if i.instance_id not in own
+        ]
+        if not others:
+            found.append(group)
     return Leftovers(
         region=ec2.region,
         resources=tuple(found),
         key_files=key_files(deployment=deployment, machine=machine),
     )
+
+
+def find_fleet_group(ec2: Ec2, *, deployment: str, owner: str = "", stage: str) -> Tagged | None:
+    """``deployment``'s fleet group in ``ec2``'s region (carrying owner tag ``owner``, unless ''),
+    by its name; None if there is none."""
+    groups = ec2.tagged(
+        [{"Name": "group-name", "Values": [fleet_group_name(deployment)]}],
+        stage=stage,
+        kinds=("security group",),
+    )
+    return next((g for g in groups if not owner or g.tag(TAG_OWNER) == owner), None)
+
+
+def release_fleet_group(ec2: Ec2, *, deployment: str, owner: str = "", stage: str) -> list[str]:
+    """Delete ``deployment``'s fleet group unless an instance of the deployment still holds it
+    (:data:`HOLDING_STATES`); called by each machine's release once its own instance is
+    terminated, so the last machine of a teardown, parallel or not, deletes it.
+
+    The delete waits (bounded) while shutting-down instances still use it; NotFound means another
+    machine deleted it first. Returns the failure's one line, if any (empty: gone or left to another).
+    """
+    group = find_fleet_group(ec2, deployment=deployment, owner=owner, stage=stage)
+    if group is None:
+        return []
+    try:
+        if ec2.find_instances(deployment=deployment, states=HOLDING_STATES, stage=stage):
+            return []
+        ec2.delete_security_group(group.resource_id, stage=stage)
+    except ProvisionError as err:
+        return [str(err)]
+    return []
 
 
 def release_resources(

@@ -4,7 +4,8 @@
 group, instance, known host); :meth:`AWSProvider.connect` hands the running instance to the SSH
 provider, which waits for SSH and does what every remote machine needs. ``prepare``,
 ``resolve_node``, ``bridge_argv``, ``upload``, ``start`` and ``attach`` are the SSH provider's.
-``terminate`` ends the instance and deletes the key pair and security group it made; ``reclaim``
+``terminate`` ends the instance and deletes the key pair and security group it made (and the
+deployment's fleet group, once no other instance of the deployment holds it); ``reclaim``
 finds and releases, by the deployment's tags, what an interrupted ``create`` left without a Host;
 ``remaining`` says what of a machine still exists (``leftovers``). Every wait (instance state,
 sshd, first boot) is cancelled by ``ProvisionContext.cancel`` within a second (``waits``).
@@ -35,6 +36,7 @@ from fogros_dist.providers.aws.config import AwsOptions, caller_owner, key_paths
 from fogros_dist.providers.aws.deadman import HEARTBEAT, DeadmanConfig, heartbeat_command
 from fogros_dist.providers.aws.default_image import ImageChoice, default_image
 from fogros_dist.providers.aws.ec2 import (
+    FLEET_MACHINE,
     TAG_CREATED,
     TAG_DEPLOYMENT,
     TAG_HOSTKEY,
@@ -47,11 +49,17 @@ from fogros_dist.providers.aws.ec2 import (
     InstanceTypeInfo,
     check_region,
     client_token,
+    fleet_group_name,
     resource_name,
 )
 from fogros_dist.providers.aws.heartbeat import Heartbeat
 from fogros_dist.providers.aws.images import GPU_ROS2, ImageRecord, find_image, record_image
-from fogros_dist.providers.aws.leftovers import Leftovers, find_leftovers, release_resources
+from fogros_dist.providers.aws.leftovers import (
+    Leftovers,
+    find_leftovers,
+    release_fleet_group,
+    release_resources,
+)
 from fogros_dist.providers.aws.pricing import CostEstimate, estimate_cost
 from fogros_dist.providers.aws.userdata import ROS_READY, generate_host_key, known_hosts_line, user_data
 from fogros_dist.providers.aws.waits import Wait, check_cancelled, wait_for_port
@@ -366,7 +374,10 @@ class AWSProvider(RemoteMachineVerbs):
         """Create (or reuse) the machine's EC2 instance and wait until it runs.
 
         Reuses a pending or running instance tagged with this deployment and machine. Records the
-        instance's SSH host key as the known host for its public address.
+        instance's SSH host key as the known host for its public address. With ``fleet_group``
+        the instance also joins the deployment's fleet group (made or reconciled here; a reused
+        instance that lacks it gets it added), so the deployment's machines in this region
+        reach each other on every port and nothing else reaches them through it.
 
         Every resource is tagged by the request that creates it, and the instance's request
         carries an idempotency token (:func:`~fogros_dist.providers.aws.ec2.client_token` of the
@@ -400,7 +411,6 @@ class AWSProvider(RemoteMachineVerbs):
             f"{type_info.describe()}; {options.market()} in {ec2.region}; "
             f"AMI {choice.image.image_id} ({choice.image.name}): {choice.why}",
         )
-        name = resource_name(deployment=ctx.deployment, machine=machine.name)
         key_file, known_hosts = key_paths(deployment=ctx.deployment, machine=machine.name)
         cidrs = options.allowed_cidr or (options.robot_cidr or aws_config.discover_public_cidr(),)
         existing = ec2.find_instances(deployment=ctx.deployment, machine=machine.name)
@@ -418,10 +428,7 @@ class AWSProvider(RemoteMachineVerbs):
         )
         try:
             # Made (or reconciled) on reuse too: the robot's address may have changed since.
-            group_id = ec2.ensure_security_group(
-                name, tags=tags, cidrs=cidrs, ports=(22, options.bridge_port)
-            )
-            check("creating its security group")
+            group_ids = self._security_groups(ec2, options, ctx, cidrs=cidrs, tags=tags, created=now)
             if existing:
                 instance = existing[-1]
                 host_public_key = instance.tag(TAG_HOSTKEY)
@@ -435,10 +442,16 @@ class AWSProvider(RemoteMachineVerbs):
                     )
                     raise ProvisionError(msg)
                 ctx.progress("pending", f"reusing instance {instance.instance_id} ({instance.state})")
+                missing_groups = [g for g in group_ids if g not in instance.security_groups]
+                if missing_groups:
+                    # Launched before fleet_group was set (or by hand): joins it now, keeps the rest.
+                    ec2.set_instance_groups(
+                        instance.instance_id, [*instance.security_groups, *missing_groups]
+                    )
                 reused = True
             else:
                 instance, host_public_key = self._new_instance(
-                    ec2, options, choice, ctx, group_id=group_id, tags=tags, created=now
+                    ec2, options, choice, ctx, group_ids=group_ids, tags=tags, created=now
                 )
                 reused = False
             # A spot instance stays pending until its request is fulfilled: the same wait covers it.
@@ -481,6 +494,34 @@ class AWSProvider(RemoteMachineVerbs):
             install_ros=choice.install_ros,
         )
 
+    def _security_groups(
+        self,
+        ec2: Ec2,
+        options: AwsOptions,
+        ctx: ProvisionContext,
+        *,
+        cidrs: tuple[str, ...],
+        tags: dict[str, str],
+        created: float,
+    ) -> list[str]:
+        """The ids of the groups the instance is in, each made or reconciled: its own (SSH and the
+        bridge port from ``cidrs``), then with ``fleet_group`` the deployment's fleet group."""
+        name = resource_name(deployment=ctx.deployment, machine=options.machine)
+        group_ids = [ec2.ensure_security_group(name, tags=tags, cidrs=cidrs, ports=(22, options.bridge_port))]
+        check_cancelled(ctx.cancel, machine=options.machine, doing="creating its security group")
+        if options.fleet_group:
+            fleet_tags = _tags(
+                deployment=ctx.deployment,
+                machine=FLEET_MACHINE,
+                created=created,
+                ttl_minutes=options.ttl_minutes,
+            )
+            group_ids.append(ec2.ensure_fleet_group(fleet_group_name(ctx.deployment), tags=fleet_tags))
+            check_cancelled(
+                ctx.cancel, machine=options.machine, doing="creating the deployment's fleet group"
+            )
+        return group_ids
+
     def _new_instance(
         self,
         ec2: Ec2,
@@ -488,7 +529,7 @@ class AWSProvider(RemoteMachineVerbs):
         choice: ImageChoice,
         ctx: ProvisionContext,
         *,
-        group_id: str,
+        group_ids: list[str],
         tags: dict[str, str],
         created: float,
     ) -> tuple[Instance, str]:
@@ -509,7 +550,7 @@ class AWSProvider(RemoteMachineVerbs):
             image=choice.image,
             instance_type=options.instance_type,
             key_name=name,
-            group_id=group_id,
+            group_ids=group_ids,
             user_data=user_data(
                 host_key=host_key,
                 deadman=DeadmanConfig(
@@ -561,7 +602,8 @@ class AWSProvider(RemoteMachineVerbs):
 
     def terminate(self, host: Host) -> None:
         """End the machine's instance (waiting until it is terminated), then delete its security
-        group, its key pair, any loose volume and the local key and known_hosts files.
+        group, its key pair, any loose volume and the local key and known_hosts files, and the
+        deployment's fleet group unless another instance of the deployment still holds it.
 
         Raises:
             ProvisionError: something could not be released (the first failure, after trying all);
@@ -593,6 +635,8 @@ class AWSProvider(RemoteMachineVerbs):
             stage="terminating",
         )
         errors = self._release(ec2, found, stage="terminating")
+        # Once this instance is gone: other machines of the deployment may have gone meanwhile.
+        errors += release_fleet_group(ec2, deployment=ref.deployment, stage="terminating")
         if errors:
             more = f" (and {len(errors) - 1} more failure(s))" if len(errors) > 1 else ""
             raise ProvisionError(errors[0] + more)
@@ -602,9 +646,10 @@ class AWSProvider(RemoteMachineVerbs):
         records (its ``create`` was interrupted, or its process killed): whatever carries this
         deployment's, this machine's and this caller's tags in the machine's region (instances,
         waited for until terminated; spot requests; the security group; the key pair; loose
-        volumes), and the machine's key files on the robot.
+        volumes), the deployment's fleet group once no other instance of the deployment holds
+        it, and the machine's key files on the robot.
 
-        Idempotent; with nothing there it costs five describe calls.
+        Idempotent; with nothing there it costs six describe calls.
 
         Returns:
             What is still left afterwards, one line each (then one line per failure, saying why).
@@ -636,13 +681,15 @@ class AWSProvider(RemoteMachineVerbs):
         if not found.describe():
             return ()
         errors = self._release(ec2, found, stage=stage)
+        errors += release_fleet_group(ec2, deployment=deployment, owner=caller_owner(), stage=stage)
         left = find().describe()
         return (*left, *errors) if left else ()
 
     def remaining(self, host: Host) -> tuple[str, ...]:
         """What of ``host`` still exists, asked of EC2 itself: its instance unless terminated,
         anything else tagged for its deployment and machine (security group, key pair, volumes,
-        spot requests), and its key files on the robot. Empty: nothing.
+        spot requests), the deployment's fleet group while no other instance of the deployment
+        is left to delete it, and its key files on the robot. Empty: nothing.
 
         Raises:
             ProvisionError: EC2 could not be asked (nothing is then known to be gone).
