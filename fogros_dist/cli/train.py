@@ -218,8 +218,11 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> Fle
             file=sys.stderr,
             flush=True,
         )
-        run = run_fleet(fleet=fleet, workload_argv=worker_argv, options=options, echo=echo, vpn=own.vpn)
-        _write_report(name, run, fleet.machines, default_home() / "training" / time.strftime("%Y%m%d-%H%M%S"))
+        run_dir = default_home() / "training" / time.strftime("%Y%m%d-%H%M%S")
+        run = run_fleet(
+            fleet=fleet, workload_argv=worker_argv, options=options, echo=echo, vpn=own.vpn, run_dir=run_dir
+        )
+        _write_report(name, run, fleet.machines, run_dir)
         return run
     if own.vpn != "none":
         msg = f"--vpn {own.vpn} needs --on FLEET: Local machines share this host's network already"

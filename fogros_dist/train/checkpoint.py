@@ -20,11 +20,12 @@ import torch
 
 from fogros_dist.train.context import DistContext
 
-__all__ = ["CHECKPOINT_DIR_ENV", "Checkpointer"]
+__all__ = ["CHECKPOINT_DIR_ENV", "CHECKPOINT_FILE", "Checkpointer"]
 
 # Where the launcher tells the workers to keep the run's checkpoints (on the head machine).
 CHECKPOINT_DIR_ENV = "FOGROS_DIST_CHECKPOINT_DIR"
-_FILE = "latest.pt"
+# The one file a run keeps there (replaced whole at every save).
+CHECKPOINT_FILE = "latest.pt"
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Checkpointer:
 
     @property
     def path(self) -> Path:
-        return self.directory / _FILE
+        return self.directory / CHECKPOINT_FILE
 
     def save(self, state: dict[str, Any]) -> None:
         """Rank 0 writes ``state`` (tensors and plain values) atomically; other ranks do nothing."""

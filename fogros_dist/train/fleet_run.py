@@ -38,7 +38,7 @@ from fogros_dist.deploy.teardown import process_key
 from fogros_dist.errors import ConfigError, FogError
 from fogros_dist.spec import DeploymentSpec, NodeSpec, ShippedFile
 from fogros_dist.train.agent import RENDEZVOUS_FILE, Rendezvous
-from fogros_dist.train.checkpoint import CHECKPOINT_DIR_ENV
+from fogros_dist.train.checkpoint import CHECKPOINT_DIR_ENV, CHECKPOINT_FILE
 from fogros_dist.train.fleet_mesh import FleetMesh, check_vpn, fleet_address
 from fogros_dist.train.local_fleet import FleetRun, TrainingFailed, free_port, saved_model
 from fogros_dist.train.options import FleetOptions, NodeRange
@@ -117,6 +117,7 @@ def run_fleet(
     environ: dict[str, str] | None = None,
     robot_domain_id: int | None = None,
     vpn: str = "none",
+    run_dir: Path | None = None,
 ) -> FleetRun:
     """Train on ``fleet``'s machines; see the module's doc.
 
@@ -129,6 +130,8 @@ def run_fleet(
         environ: extra environment for every worker.
         robot_domain_id: the robot's ROS domain for the deployment's robot bridge.
         vpn: ``wireguard``: the ranks talk over the fleet's own mesh (:mod:`fleet_mesh`).
+        run_dir: where the head's last checkpoint is copied back to when the run ends
+            (``run_dir/checkpoints/latest.pt``, the place a Local run keeps it); None: left there.
 
     Raises:
         TrainingFailed: no metrics from rank 0; the message is the root cause.
@@ -145,6 +148,7 @@ def run_fleet(
             robot_domain_id=robot_domain_id,
             scratch=Path(scratch),
             vpn=vpn,
+            run_dir=run_dir,
         )
 
 
@@ -159,6 +163,7 @@ def _run_fleet(
     robot_domain_id: int | None,
     scratch: Path,
     vpn: str,
+    run_dir: Path | None,
 ) -> FleetRun:
     started = time.monotonic()
     run_id = f"fogros-{uuid.uuid4().hex[:12]}"
@@ -203,6 +208,8 @@ def _run_fleet(
         )
         codes = _supervise(deployment, spec, echo)
         model = _bring_back_model(deployment, [text for texts in lines.values() for text in texts], echo)
+        if run_dir is not None:
+            _bring_back_checkpoint(deployment, spec.machines[0].name, run_dir, echo)
     finally:
         if mesh is not None:
             mesh.down()
@@ -228,18 +235,42 @@ def _bring_back_model(deployment: Deployment, lines: list[str], echo: Callable[[
     if saved is None:
         return None
     machine, remote = saved
+    return _bring_back(
+        deployment, machine, remote, default_model_dir() / PurePosixPath(remote).name, what="model", echo=echo
+    )
+
+
+def _bring_back_checkpoint(
+    deployment: Deployment, head: str, run_dir: Path, echo: Callable[[str], None]
+) -> None:
+    """Copy the head's last checkpoint (rank 0 writes it there) into the robot's run directory, so
+    that a run can be resumed or inspected after its machines are gone."""
+    host, _ = deployment.provider_of(head)
+    remote = f"{_checkpoint_dir(host.workdir)}/{CHECKPOINT_FILE}"
+    _bring_back(
+        deployment, head, remote, run_dir / "checkpoints" / CHECKPOINT_FILE, what="checkpoint", echo=echo
+    )
+
+
+def _checkpoint_dir(workdir: str) -> str:
+    return f"{workdir}/checkpoints"
+
+
+def _bring_back(
+    deployment: Deployment, machine: str, remote: str, local: Path, *, what: str, echo: Callable[[str], None]
+) -> Path | None:
+    """Download ``remote`` of ``machine`` to ``local``; a failure is one line and leaves it there."""
     host, provider = deployment.provider_of(machine)
     download = getattr(provider, "download", None)
     if download is None:
-        echo(f"train: the model stays on machine {machine!r} at {remote}: its provider cannot download")
+        echo(f"train: the {what} stays on machine {machine!r} at {remote}: its provider cannot download")
         return None
-    local = default_model_dir() / PurePosixPath(remote).name
     try:
         got: Path = download(host, remote, local)
     except FogError as err:
-        echo(f"train: the model stays on machine {machine!r} at {remote}: {err}")
+        echo(f"train: the {what} stays on machine {machine!r} at {remote}: {err}")
         return None
-    echo(f"train: model copied back from {machine}:{remote} to {got}")
+    echo(f"train: {what} copied back from {machine}:{remote} to {got}")
     return got
 
 
@@ -284,7 +315,7 @@ def _hand_out_rendezvous(
                 sorted(
                     {
                         **env,
-                        CHECKPOINT_DIR_ENV: f"{host.workdir}/checkpoints",
+                        CHECKPOINT_DIR_ENV: _checkpoint_dir(host.workdir),
                         # Rank 0 saves into the run's own directory there, never over a model the
                         # machine's user keeps in their cache; it comes back to the robot's.
                         MODELS_DIR_ENV: f"{host.workdir}/models",

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.ros
-pytest.importorskip("launch")
+# ROS 2's launch (a bare "launch" would also find this test directory as a namespace package).
+pytest.importorskip("launch.launch_description")
 pytest.importorskip("torch")
 
 SMALL = [

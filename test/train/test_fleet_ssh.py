@@ -1,7 +1,8 @@
 """`fogros-dist train grasp --on FLEET`: a deployment file's machines train, here two real OpenSSH
-hosts on one shared subnet (a lab LAN): the runtime there gets torch, the agents meet at the head's
-address on that LAN, gloo talks host to host, and when the run ends nothing is left on either host
-or on the robot, and no record remains."""
+hosts on one shared subnet (a lab LAN), and two on two subnets joined only by the fleet's WireGuard
+mesh: the runtime there gets torch, the agents meet at the head's address, gloo talks host to host,
+a machine killed mid-run leaves the other to finish, and when the run ends nothing is left on
+either host or on the robot, and no record remains."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from sshlab import LabHost, SSHLab, ssh_options
 from fogros_dist.deploy.state import StateStore
 from fogros_dist.spec import OptionValue
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 CLI = [sys.executable, "-m", "fogros_dist.cli.main"]
 SMALL = [
@@ -78,10 +79,63 @@ def _train(env: dict[str, str], *args: str, timeout: float = 900) -> subprocess.
     )
 
 
+def _agent_processes(host: LabHost, machine: str) -> list[int]:
+    """The processes of ``machine``'s training agent in ``host``'s namespace: torchrun's agent and
+    its workers (the agent names its machine in their environment; sshd and the deployment's
+    supervisor there do not carry it)."""
+    found = []
+    for pid in host.namespace_pids():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"FOGROS_DIST_MACHINE={machine}".encode() in environ:
+            found.append(pid)
+    return found
+
+
+def _run_killing(
+    argv: list[str], env: dict[str, str], after: str, host: LabHost, machine: str
+) -> tuple[str, str, int]:
+    """Run ``argv``; once a stderr line matches ``after``, SIGKILL ``machine``'s agent processes on
+    ``host``. Returns (stdout, every line printed, exit code)."""
+    popen = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert popen.stderr is not None
+    seen: list[str] = []
+    try:
+        for line in popen.stderr:
+            seen.append(line)
+            if re.search(after, line):
+                break
+        else:
+            raise AssertionError("".join(seen)[-4000:])
+        victims = _agent_processes(host, machine)
+        assert len(victims) >= 2, "".join(seen)[-3000:]  # torchrun's agent and its worker
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        stdout, rest = popen.communicate(timeout=900)
+    except BaseException:
+        os.killpg(popen.pid, signal.SIGKILL)
+        raise
+    return stdout, "".join(seen) + rest, popen.returncode
+
+
+def _assert_only_sshd_left(hosts: list[LabHost]) -> None:
+    for host in hosts:
+        sshd = host.sshd.pid if host.sshd is not None else -1
+        left = [pid for pid in host.namespace_pids() if pid != sshd]
+        assert not left, (host.name, left)
+
+
 @pytest.mark.netns
-def test_two_ssh_hosts_on_one_lan_train_grasp_and_leave_nothing(
+def test_two_ssh_hosts_on_one_lan_train_and_one_killed_leaves_the_other_to_finish(
     ssh_lab: SSHLab, lan_hosts: list[LabHost], wheel_cache: Path, tmp_path: Path, robot_domain: int
 ) -> None:
+    """World 2 on the LAN until gpu1's agent and worker are SIGKILLed after the first epoch; the
+    head's torch elastic restarts the round alone (--nodes 1:2), resumes from rank 0's checkpoint
+    and finishes; model and checkpoint come back, nothing is left anywhere."""
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("".join(host.known_hosts_line() for host in lan_hosts))
     machines = {
@@ -90,35 +144,47 @@ def test_two_ssh_hosts_on_one_lan_train_grasp_and_leave_nothing(
     }
     fleet = _fleet_file(tmp_path / "fleet.toml", "lanfleet", machines, "ssh")
     env = _env(tmp_path, wheel_cache, robot_domain)
-    done = _train(env, "--on", str(fleet), *SMALL, "--json")
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-4000:]
-    metrics = json.loads(done.stdout)
-    assert metrics["world_size"] == 2
+    # Epochs of a second or more here, so that the kill lands mid-run.
+    argv = [*CLI, "train", "grasp", "--on", str(fleet), "--nodes", "1:2", "--max-restarts", "2",
+            "--scenes", "96", "--eval-scenes", "8", "--grasps-per-scene", "16", "--epochs", "8",
+            "--plan-images", "0", "--batch-size", "16", "--json"]  # fmt: skip
+    stdout, out, code = _run_killing(
+        argv, env, r"^\[train:gpu0:0\] train: epoch 1/8 .* world 2", lan_hosts[1], "gpu1"
+    )
+    assert code == 0, out[-4000:]
+    metrics = json.loads(stdout)
+    assert metrics["world_size"] == 1
     assert metrics["heldout_accuracy"] > 0.55, metrics
     # Both machines' ranks reported, each agent joined the head's LAN address from its own one.
     head, other = lan_hosts
-    assert re.search(r"^\[train:gpu0:0\] train: epoch 2/2", out, re.M), out[-3000:]
     assert re.search(r"^\[train:gpu1:1\] ", out, re.M), out[-3000:]
     joined = re.findall(r"^\[train:(gpu\d)\] joining ([\d.]+):\d+ as ([\d.]+)", out, re.M)
     assert sorted(joined) == [("gpu0", head.address, head.address), ("gpu1", head.address, other.address)]
-    # Rank 0 saved into the run's directory on its machine; the model came back to the robot's.
+    # The head went on alone from the checkpoint and finished.
+    assert re.search(
+        r"^\[train:gpu0:0\] train: resumed after epoch \d/8 from the run's checkpoint", out, re.M
+    ), out[-4000:]
+    assert re.search(r"^\[train:gpu0:0\] train: epoch 8/8 .* world 1", out, re.M), out[-3000:]
+    assert re.search(r"^\[train:gpu1\] its agent (exited|ended) with (exit )?code", out, re.M), out[-3000:]
+    # Rank 0 saved into the run's directory on its machine; model and checkpoint came back.
     back = re.search(r"^train: model copied back from gpu0:(\S+) to (\S+)$", out, re.M)
     assert back is not None, out[-3000:]
     assert "/deployments/lanfleet-train/gpu0/models/" in back[1]
     assert Path(back[2]) == tmp_path / "robot-models" / "grasp.pt"
     assert Path(back[2]).stat().st_size > 10_000
+    checkpoint = re.search(r"^train: checkpoint copied back from gpu0:\S+ to (\S+)$", out, re.M)
+    assert checkpoint is not None, out[-3000:]
+    state = torch.load(checkpoint[1], map_location="cpu", weights_only=True)
+    assert state["epoch"] == 8
     report = re.search(r"^train: report (\S+) and (\S+)$", out, re.M)
     assert report is not None, out[-3000:]
+    assert Path(report[1]).parent == Path(checkpoint[1]).parent.parent  # one run directory
     figures = json.loads(Path(report[1]).read_text())
-    assert figures["figures"]["world_size"]["value"] == 2
+    assert figures["figures"]["world_size"]["value"] == 1
     assert Path(report[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Nothing is left: no record, no process in either host's namespace but its sshd.
     assert StateStore(tmp_path / "home").names() == []
-    for host in lan_hosts:
-        sshd = host.sshd.pid if host.sshd is not None else -1
-        left = [pid for pid in host.namespace_pids() if pid != sshd]
-        assert not left, (host.name, left)
+    _assert_only_sshd_left(lan_hosts)
 
 
 def test_a_fleet_with_fewer_machines_than_min_is_one_line(tmp_path: Path) -> None:
@@ -241,8 +307,7 @@ def test_two_labs_joined_only_by_the_wireguard_mesh_train_together(
             ["ip", "-n", host.netns, "-o", "link"], capture_output=True, text=True, check=True
         )
         assert "fdwg" not in links.stdout
-        sshd = host.sshd.pid if host.sshd is not None else -1
-        assert [pid for pid in host.namespace_pids() if pid != sshd] == [], host.name
+    _assert_only_sshd_left(two_labs)
 
 
 def _run_processes_of(home: Path) -> list[str]:

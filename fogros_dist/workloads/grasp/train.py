@@ -390,7 +390,8 @@ def run_training(
         config=optim,
         sampler=sampler,
         report=report if context.is_main else None,
-        checkpoint=Checkpointer.from_env(context) if context.distributed else None,
+        # A fleet run's round may shrink to one rank (the others' machines died): it resumes too.
+        checkpoint=Checkpointer.from_env(context),
         meter=meter,
     )
     # Every rank takes part: the per-step figures are averaged over the ranks.
