@@ -6,14 +6,35 @@ from pathlib import Path
 from typing import Any
 
 from fogros_dist.machines import Machine
+from fogros_dist.providers.aws.provider import LaunchedInstance
 from fogros_dist.providers.base import ProvisionContext
-from fogros_dist.spec import MachineSpec, OptionValue
+from fogros_dist.spec import Host, MachineSpec, OptionValue
 
 # A moto AMI (Canonical's Ubuntu 16.04 record in moto's catalogue) and the robot's test address.
 UBUNTU_AMI = "ami-785db401"
 UBUNTU_AMI_NAME = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"
 CANONICAL = "099720109477"
 ROBOT_CIDR = "203.0.113.7/32"
+# The tags every resource a launch creates carries.
+TAG_KEYS = {
+    "fogros_dist:deployment",
+    "fogros_dist:machine",
+    "fogros_dist:owner",
+    "fogros_dist:created",
+    "fogros_dist:ttl",
+}
+
+
+def host_of(launched: LaunchedInstance) -> Host:
+    """The Host a deployment records for ``launched`` (what terminate and remaining take)."""
+    return Host(
+        machine=launched.ref.machine,
+        provider="aws",
+        address=launched.public_ip,
+        workdir="/home/ubuntu/fogros_dist",
+        resource_id=launched.ref.to_resource_id(),
+        bridge_port=7447,
+    )
 
 
 def machine(name: str = "gpu", **options: Any) -> MachineSpec:

@@ -11,33 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_test_helpers import ROBOT_CIDR, context, ec2_client, machine, tagged
+from aws_test_helpers import ROBOT_CIDR, TAG_KEYS, context, ec2_client, host_of, machine, tagged
 
 from fogros_dist.errors import ConfigError
 from fogros_dist.providers.aws.config import caller_owner, parse_options
 from fogros_dist.providers.aws.ec2 import fleet_group_name
 from fogros_dist.providers.aws.fleet import plan_sweep, sweep
 from fogros_dist.providers.aws.provider import AWSProvider, LaunchedInstance
-from fogros_dist.spec import Host
-
-TAG_KEYS = {
-    "fogros_dist:deployment",
-    "fogros_dist:machine",
-    "fogros_dist:owner",
-    "fogros_dist:created",
-    "fogros_dist:ttl",
-}
-
-
-def _host(launched: LaunchedInstance) -> Host:
-    return Host(
-        machine=launched.ref.machine,
-        provider="aws",
-        address=launched.public_ip,
-        workdir="/home/ubuntu/fogros_dist",
-        resource_id=launched.ref.to_resource_id(),
-        bridge_port=7447,
-    )
 
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:
@@ -116,12 +96,12 @@ def test_two_machines_share_one_fleet_group_that_admits_only_itself(
     # One after another (as teardown does): the first leaves it to the second, and says nothing
     # is left of itself; the second, the deployment's last instance, deletes it.
     provider = AWSProvider()
-    provider.terminate(_host(head))
+    provider.terminate(host_of(head))
     assert _group(client, fleet_group_name(deployment)) is not None
-    assert provider.remaining(_host(head)) == ()
-    provider.terminate(_host(worker))
+    assert provider.remaining(host_of(head)) == ()
+    provider.terminate(host_of(worker))
     assert _group(client, fleet_group_name(deployment)) is None
-    assert provider.remaining(_host(worker)) == ()
+    assert provider.remaining(host_of(worker)) == ()
     assert tagged(client, deployment) == {}
 
 
@@ -137,7 +117,7 @@ def test_machines_terminated_in_parallel_leave_no_fleet_group(
     def terminate(one: LaunchedInstance) -> None:
         try:
             start.wait(timeout=10)
-            provider.terminate(_host(one))
+            provider.terminate(host_of(one))
         except BaseException as err:  # reported by the test thread
             failures.append(err)
 
@@ -149,7 +129,7 @@ def test_machines_terminated_in_parallel_leave_no_fleet_group(
     assert not any(thread.is_alive() for thread in threads)
     assert failures == []
     assert _group(client, fleet_group_name(deployment)) is None
-    assert [provider.remaining(_host(one)) for one in launched] == [(), ()]
+    assert [provider.remaining(host_of(one)) for one in launched] == [(), ()]
     assert tagged(client, deployment) == {}
 
 
@@ -163,7 +143,7 @@ def test_a_machine_without_fleet_group_gets_none(
     own = _group(client, f"fogros_dist-{deployment}-gpu")
     assert own is not None
     assert _instance_groups(client, launched.instance_id) == {own["GroupId"]}
-    provider.terminate(_host(launched))
+    provider.terminate(host_of(launched))
     assert tagged(client, deployment) == {}
 
 
@@ -205,7 +185,7 @@ def test_a_stray_rule_in_the_fleet_group_is_revoked(
     assert fleet["GroupId"] == group_id  # reconciled, not replaced
     _assert_only_itself(fleet)
     assert group_id in _instance_groups(client, launched.instance_id)
-    provider.terminate(_host(launched))
+    provider.terminate(host_of(launched))
     assert tagged(client, deployment) == {}
 
 
@@ -226,7 +206,7 @@ def test_a_reused_instance_joins_the_fleet_group(
     assert fleet is not None
     assert own is not None
     assert _instance_groups(client, first.instance_id) == {own["GroupId"], fleet["GroupId"]}
-    provider.terminate(_host(second))
+    provider.terminate(host_of(second))
     assert tagged(client, deployment) == {}
 
 
@@ -238,7 +218,7 @@ def test_the_fleet_group_is_left_over_until_deleted(
     launched = provider.launch(
         machine(instance_type="t3.micro", fleet_group=True), context(tmp_path, deployment)
     )
-    host = _host(launched)
+    host = host_of(launched)
     before = provider.remaining(host)
     assert any(f"(fogros_dist-{deployment}-_fleet)" in line for line in before)
     provider.terminate(host)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aws_test_helpers import (
     ROBOT_CIDR,
+    TAG_KEYS,
     UBUNTU_AMI,
     Progress,
     context,
@@ -22,14 +23,6 @@ from aws_test_helpers import (
 from fogros_dist.providers.aws.config import key_paths
 from fogros_dist.providers.aws.provider import AWSProvider, AwsRef
 from fogros_dist.spec import Host
-
-TAG_KEYS = {
-    "fogros_dist:deployment",
-    "fogros_dist:machine",
-    "fogros_dist:owner",
-    "fogros_dist:created",
-    "fogros_dist:ttl",
-}
 
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_test_helpers import UBUNTU_AMI, Progress, context, ec2_client, machine, tagged
+from aws_test_helpers import UBUNTU_AMI, Progress, context, ec2_client, host_of, machine, tagged
 
 from fogros_dist.errors import Cancelled
 from fogros_dist.providers.aws.config import caller_owner, key_paths
 from fogros_dist.providers.aws.ec2 import client_token
-from fogros_dist.providers.aws.provider import AWSProvider, LaunchedInstance
+from fogros_dist.providers.aws.provider import AWSProvider
 from fogros_dist.remote.runner import RetryPolicy
-from fogros_dist.spec import Host
 
 # Generous bound on how long a cancelled wait may take to raise (the waits check every second).
 CANCEL_BOUND_S = 2.5
@@ -36,17 +35,6 @@ def _tag_list(deployment: str, machine_name: str, owner: str) -> list[dict[str, 
         {"Key": "fogros_dist:machine", "Value": machine_name},
         {"Key": "fogros_dist:owner", "Value": owner},
     ]
-
-
-def _host(launched: LaunchedInstance) -> Host:
-    return Host(
-        machine=launched.ref.machine,
-        provider="aws",
-        address=launched.public_ip,
-        workdir="/home/ubuntu/fogros_dist",
-        resource_id=launched.ref.to_resource_id(),
-        bridge_port=7447,
-    )
 
 
 def _closed_port() -> int:
@@ -137,7 +125,7 @@ def test_reclaim_leaves_another_owners_resources_alone(
 def test_remaining_checks_ec2_itself(aws_env: dict[str, str], tmp_path: Path, deployment: str) -> None:
     provider = AWSProvider()
     launched = provider.launch(machine(instance_type="t3.micro"), context(tmp_path, deployment))
-    host = _host(launched)
+    host = host_of(launched)
     before = provider.remaining(host)
     assert f"instance {launched.instance_id} (t3.micro, running) in us-west-2" in before
     assert f"key file {launched.key_file}" in before
