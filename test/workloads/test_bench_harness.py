@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ros_packages import needs_message_packages
 
 from fogros_dist.deploy.state import StateStore
 from fogros_dist.workloads import get_workload
 from fogros_dist.workloads.bench import run_bench
+
+# SLAM answers with nav_msgs/Odometry.
+pytestmark = needs_message_packages("nav_msgs")
 
 
 def test_both_phases_answer_every_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

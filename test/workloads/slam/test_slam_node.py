@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ros_packages import needs_message_packages
 
 from fogros_dist.deploy.engine import Deployment
 from fogros_dist.deploy.state import StateStore
@@ -22,6 +23,8 @@ from fogros_dist.spec import DeploymentSpec, MachineSpec, NodeSpec
 from fogros_dist.workloads.slam import WORKLOAD, bench_sequence
 from fogros_dist.workloads.slam.node import ODOMETRY
 from fogros_dist.workloads.slam.pointcloud import POINTCLOUD2, make_cloud, read_points, stamp_ns
+
+pytestmark = needs_message_packages("nav_msgs")  # slam_node answers with Odometry
 
 FIRST_REPLY_TIMEOUT_S = 60.0
 REPLY_TIMEOUT_S = 10.0
