@@ -93,6 +93,12 @@ class Deployment:
         self._stopping = False
         # Set by cancel(): every stage of `up` gives up within about a second.
         self._cancel = threading.Event()
+        # What the providers watch while machines are created: set by cancel(), and by the first
+        # machine that fails while others are being provisioned in parallel.
+        self._stop_provisioning = threading.Event()
+        # Machines provisioned in parallel update the record (pending, hosts) one at a time.
+        self._state_lock = threading.RLock()
+        self._report_lock = threading.Lock()
         # Why the deployment failed ("" while it has not): the record keeps it after teardown.
         self._failure = ""
         self._bridge_restarts: dict[str, int] = {}
@@ -145,9 +151,7 @@ class Deployment:
             self.store.create(state)
         self._state = self.store.load(self.spec.name)
         try:
-            for machine in self.spec.machines:
-                self._check_cancelled("provisioning")
-                self._provision(machine.name)
+            self._provision_all()
             self._check_cancelled("starting the bridges")
             self._start_bridges(plan)
             for node in self.spec.nodes:
@@ -165,6 +169,7 @@ class Deployment:
         caller then tears down with :meth:`down`, as after any failure. Safe from signal handlers
         and other threads."""
         self._cancel.set()
+        self._stop_provisioning.set()
 
     def wait(self, stop: threading.Event) -> int:
         """Supervise until every node has exited for good, the deployment fails, or ``stop`` is set.
@@ -258,6 +263,62 @@ class Deployment:
 
     # -- steps -----------------------------------------------------------------------------------
 
+    def _provision_all(self) -> None:
+        """Every machine: Local ones first, one at a time (they share the store's lock and take
+        a second); remote ones in parallel threads, since each waits minutes on its own cloud or
+        SSH host (a fleet's runtime installs then overlap instead of adding up). The first
+        failure stops the others at their next cancel check; it is what `up` raises."""
+        remote: list[str] = []
+        for machine in self.spec.machines:
+            if self._provider(machine.provider).capabilities.remote:
+                remote.append(machine.name)
+                continue
+            self._check_cancelled("provisioning")
+            self._provision(machine.name)
+        if len(remote) <= 1:
+            for name in remote:
+                self._check_cancelled("provisioning")
+                self._provision(name)
+            return
+        self._check_cancelled("provisioning")
+        errors: dict[str, BaseException] = {}
+
+        def provision(name: str) -> None:
+            try:
+                self._provision(name)
+            except BaseException as err:  # handed to the main thread below
+                with self._state_lock:
+                    errors.setdefault(name, err)
+                self._stop_provisioning.set()
+
+        threads = [
+            threading.Thread(target=provision, args=(name,), name=f"provision-{name}", daemon=True)
+            for name in remote
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except BaseException:
+            # Ctrl-C (or SIGTERM) reaches this thread only: stop the others, wait for them, so
+            # that every machine they created is recorded before the teardown runs.
+            self._stop_provisioning.set()
+            for thread in threads:
+                thread.join()
+            raise
+        # Spec order, whatever order the machines came up in.
+        order = {machine.name: i for i, machine in enumerate(self.spec.machines)}
+        with self._state_lock:
+            self._save(hosts=tuple(sorted(self.state.hosts, key=lambda h: order.get(h.machine, len(order)))))
+        failed = [errors[name] for name in remote if name in errors]
+        if not failed:
+            return
+        # A machine stopped because another failed says only that: raise the failure itself.
+        first = next((err for err in failed if not isinstance(err, Cancelled)), failed[0])
+        raise first
+
     def _provision(self, machine_name: str) -> None:
         machine = self.spec.machine(machine_name)
         provider = self._provider(machine.provider)
@@ -267,7 +328,8 @@ class Deployment:
         lock = contextlib.nullcontext() if provider.capabilities.remote else self.store.locked()
         # Recorded before the provider creates anything: if this process dies now, `down` asks
         # the provider to reclaim what it finds by the deployment's tags.
-        self._save(pending=(*self.state.pending, machine.name))
+        with self._state_lock:
+            self._save(pending=(*self.state.pending, machine.name))
         with lock:
             ctx = ProvisionContext(
                 deployment=self.spec.name,
@@ -276,13 +338,14 @@ class Deployment:
                 progress=lambda stage, message: self._report(stage, machine.name, message),
                 workspace=workspace_for(self.spec, machine.name) if provider.capabilities.remote else None,
                 nodes=self.spec.nodes_on(machine.name),
-                cancel=self._cancel,
+                cancel=self._stop_provisioning,
                 created_at=self.state.created_at,
             )
             host = provider.create(machine, ctx)
             # Recorded before anything else can fail, so `down` always finds what was created.
-            pending = tuple(m for m in self.state.pending if m != machine.name)
-            self._save(hosts=(*self.state.hosts, host), pending=pending)
+            with self._state_lock:
+                pending = tuple(m for m in self.state.pending if m != machine.name)
+                self._save(hosts=(*self.state.hosts, host), pending=pending)
         self._check_cancelled(f"preparing machine {machine.name!r}")
         provider.prepare(host, ctx)
         self._report("ready", machine.name, f"at {host.address}, bridge port {host.bridge_port}")
@@ -629,12 +692,14 @@ class Deployment:
         return self._providers[name]
 
     def _save(self, **changes: object) -> None:
-        self._state = self.store.save(dataclasses.replace(self.state, **changes))  # type: ignore[arg-type]
+        with self._state_lock:
+            self._state = self.store.save(dataclasses.replace(self.state, **changes))  # type: ignore[arg-type]
 
     def _report(self, stage: str, machine: str, message: str) -> None:
-        self._reporter(
-            Stage(stage=stage, machine=machine, message=message, elapsed=time.monotonic() - self._t0)
-        )
+        event = Stage(stage=stage, machine=machine, message=message, elapsed=time.monotonic() - self._t0)
+        # One reporter call at a time: machines provisioned in parallel report from their threads.
+        with self._report_lock:
+            self._reporter(event)
 
     def _fail_and_teardown(self, error: BaseException) -> None:
         if self._state is None:
@@ -649,6 +714,9 @@ class Deployment:
     def _check_cancelled(self, what: str) -> None:
         if self._cancel.is_set():
             msg = f"deployment {self.spec.name!r}: stopped on request while {what}"
+            raise Cancelled(msg)
+        if self._stop_provisioning.is_set():
+            msg = f"deployment {self.spec.name!r}: stopped while {what}, since another machine failed"
             raise Cancelled(msg)
 
 

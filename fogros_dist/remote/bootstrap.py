@@ -192,7 +192,11 @@ def start_install(
     pip_wheel = ""
     if not plan.deps_current:
         house = ensure_wheelhouse(
-            requirements=plan.requirements, target=plan.target, cache_dir=cache_dir, machine=machine
+            requirements=plan.requirements,
+            target=plan.target,
+            cache_dir=cache_dir,
+            machine=machine,
+            cancel=cancel,
         )
         if not house.pip_wheel:
             msg = (

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import threading
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -67,7 +69,9 @@ def build_self_wheel(*, cache_dir: Path) -> SelfWheel:
     path = cache_dir / "self" / f"{_DIST}-{version}-py3-none-any.whl"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
+        # One partial per writer: a fleet provisions its machines in parallel threads (and two
+        # robots' processes may share the cache); the rename is atomic and the contents identical.
+        partial = path.with_name(f"{path.name}.partial-{os.getpid()}-{threading.get_ident()}")
         _write_wheel(partial, files, version, entry_points)
         partial.replace(path)
     return SelfWheel(path=path, key=key)

@@ -14,10 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fogros_dist.errors import ProvisionError
+from fogros_dist.remote.cancel import CHECK_EVERY_S, CancelEvent, cancelled, raise_if_cancelled
 from fogros_dist.requirements import BUILD, RUNTIME, find_requirements, requirement_lines, requirement_name
 
 __all__ = [
@@ -32,6 +36,8 @@ __all__ = [
 # Bump when the wheelhouse's layout or contents change meaning, so old caches are not reused.
 _LAYOUT = "wheelhouse-1"
 _COMPLETE = ".complete"
+_DOWNLOADING = threading.Lock()
+PIP_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +158,12 @@ def wheelhouse_key(requirements: tuple[str, ...], target: TargetPython) -> str:
 
 
 def ensure_wheelhouse(
-    *, requirements: tuple[str, ...], target: TargetPython, cache_dir: Path, machine: str
+    *,
+    requirements: tuple[str, ...],
+    target: TargetPython,
+    cache_dir: Path,
+    machine: str,
+    cancel: CancelEvent | None = None,
 ) -> Wheelhouse:
     """The wheelhouse for ``requirements`` on ``target``, downloading it once into ``cache_dir``.
 
@@ -161,17 +172,34 @@ def ensure_wheelhouse(
         target: the host's interpreter.
         cache_dir: the robot's cache (``<cache_dir>/wheelhouse/<key>``).
         machine: the machine it is for, for messages.
+        cancel: when set, pip is stopped (and the partial download removed), or the wait for
+            another thread's download given up; None: never.
 
     Returns:
         The complete wheelhouse, with pip's own wheel (used to install on the host).
 
     Raises:
         ProvisionError: pip could not get a wheel (its last error line is named).
+        Cancelled: ``cancel`` was set first (noticed within CHECK_EVERY_S).
     """
     key = wheelhouse_key(requirements, target)
     directory = cache_dir / "wheelhouse" / key[:20]
-    if not (directory / _COMPLETE).exists():
-        _download(requirements, target, directory, key, machine)
+    # A fleet's machines are provisioned in parallel threads: one downloads, the others wait and
+    # find it complete (a second download would replace the directory under the first's reader).
+    while not _DOWNLOADING.acquire(timeout=CHECK_EVERY_S):
+        raise_if_cancelled(cancel, machine=machine, doing="waiting for the runtime's wheels")
+    try:
+        if not (directory / _COMPLETE).exists():
+            _download(
+                requirements=requirements,
+                target=target,
+                directory=directory,
+                key=key,
+                machine=machine,
+                cancel=cancel,
+            )
+    finally:
+        _DOWNLOADING.release()
     wheels = tuple(sorted(p.name for p in directory.glob("*.whl")))
     pip_wheel = next((name for name in wheels if name.startswith("pip-")), "")
     return Wheelhouse(
@@ -184,9 +212,40 @@ def ensure_wheelhouse(
 
 
 def _download(
-    requirements: tuple[str, ...], target: TargetPython, directory: Path, key: str, machine: str
+    *,
+    requirements: tuple[str, ...],
+    target: TargetPython,
+    directory: Path,
+    key: str,
+    machine: str,
+    cancel: CancelEvent | None,
 ) -> None:
     partial = directory.with_name(directory.name + f".partial-{os.getpid()}")
+    try:
+        _download_into(
+            partial,
+            requirements=requirements,
+            target=target,
+            directory=directory,
+            key=key,
+            machine=machine,
+            cancel=cancel,
+        )
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _download_into(
+    partial: Path,
+    *,
+    requirements: tuple[str, ...],
+    target: TargetPython,
+    directory: Path,
+    key: str,
+    machine: str,
+    cancel: CancelEvent | None,
+) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     requirements_file = partial / f"requirements-{key[:20]}.txt"
@@ -213,12 +272,12 @@ def _download(
         here.machine,
     ):
         argv += ["--only-binary=:all:", *_cross_flags(target)]
-    _pip(argv, machine, target, directory.parent)
+    _pip(argv, machine, target, directory.parent, cancel)
     sdists = [p for p in partial.iterdir() if p.suffix != ".whl" and p.name != requirements_file.name]
     if sdists:
         # A source-only package: build its wheel here (pure-Python ones then install anywhere).
         build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(partial)]
-        _pip([*build, *map(str, sdists)], machine, target, directory.parent)
+        _pip([*build, *map(str, sdists)], machine, target, directory.parent, cancel)
         for sdist in sdists:
             sdist.unlink()
     (partial / _COMPLETE).write_text(key + "\n")
@@ -238,12 +297,30 @@ def _cross_flags(target: TargetPython) -> list[str]:
     return flags
 
 
-def _pip(argv: list[str], machine: str, target: TargetPython, cache: Path) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
-    if result.returncode == 0:
-        return
-    lines = [line for line in result.stderr.splitlines() if line.strip() and "WARNING" not in line]
-    reason = lines[-1].strip() if lines else f"exit code {result.returncode}"
+def _pip(
+    argv: list[str], machine: str, target: TargetPython, cache: Path, cancel: CancelEvent | None
+) -> None:
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        deadline = time.monotonic() + PIP_TIMEOUT_S
+        try:
+            while proc.poll() is None:
+                if cancel is not None and cancel.is_set():
+                    raise cancelled(machine, "downloading the runtime's wheels")
+                if time.monotonic() > deadline:
+                    msg = f"machine {machine!r}: pip took over {PIP_TIMEOUT_S:.0f} s for the runtime's wheels"
+                    raise ProvisionError(msg)
+                time.sleep(CHECK_EVERY_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode == 0:
+            return
+        stderr.seek(0)
+        text = stderr.read()
+    lines = [line for line in text.splitlines() if line.strip() and "WARNING" not in line]
+    reason = lines[-1].strip() if lines else f"exit code {proc.returncode}"
     msg = (
         f"machine {machine!r}: cannot get the runtime wheels for {target.describe()} on this robot "
         f"({reason}): check the robot's pip index settings ('pip config list'), or fill the cache "

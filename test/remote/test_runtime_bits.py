@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 import fogros_dist
-from fogros_dist.errors import ProvisionError
+from fogros_dist.errors import Cancelled, ProvisionError
 from fogros_dist.remote import selfwheel
 from fogros_dist.remote.selfwheel import build_self_wheel
-from fogros_dist.remote.wheelhouse import TargetPython, runtime_requirements, wheelhouse_key
+from fogros_dist.remote.wheelhouse import (
+    TargetPython,
+    ensure_wheelhouse,
+    runtime_requirements,
+    wheelhouse_key,
+)
 
 
 def test_requirements_leave_torch_out_unless_asked(tmp_path: Path) -> None:
@@ -96,3 +103,26 @@ def test_self_wheel_is_reproducible_and_installs_with_its_entry_points(
     )
     entry_points = next(target.glob("fogros_dist-*.dist-info")) / "entry_points.txt"
     assert "edge_detector = fogros_dist.nodes.edge_detector:main" in entry_points.read_text()
+
+
+def test_a_cancelled_wheelhouse_download_stops_pip_and_leaves_no_partial(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    timer = threading.Timer(0.5, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Cancelled) as caught:
+            # numpy's wheel alone takes pip longer than half a second to resolve and fetch.
+            ensure_wheelhouse(
+                requirements=("numpy==2.4.6",),
+                target=TargetPython.here(),
+                cache_dir=tmp_path,
+                machine="gpu",
+                cancel=cancel,
+            )
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 0.5 + 1.0
+    assert str(caught.value) == "machine 'gpu': stopped on request while downloading the runtime's wheels"
+    # Neither the wheelhouse nor its partial download is left: the next up starts afresh.
+    assert list((tmp_path / "wheelhouse").iterdir()) == []
