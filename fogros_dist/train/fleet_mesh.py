@@ -24,13 +24,14 @@ from fogros_dist.net.wireguard import MeshMachine, MeshPlan
 from fogros_dist.net.wireguard_host import RootRun, bring_up, tear_down
 from fogros_dist.spec import DeploymentSpec, Host
 
-__all__ = ["VPN_CHOICES", "FleetMesh", "check_vpn", "fleet_address"]
+__all__ = ["VPN_CHOICES", "FleetMesh", "check_vpn", "fleet_address", "mesh_endpoint"]
 
 VPN_CHOICES = ("none", "wireguard")
 
 
 def check_vpn(fleet: DeploymentSpec, vpn: str) -> None:
-    """Refuse a VPN that cannot be, before anything is created (one ConfigError line)."""
+    """Refuse a VPN that cannot be, or a fleet whose machines share no network without one,
+    before anything is created (one ConfigError line)."""
     if vpn not in VPN_CHOICES:
         msg = f"--vpn {vpn!r} is unknown: use one of {', '.join(VPN_CHOICES)}"
         raise ConfigError(msg)
@@ -40,6 +41,35 @@ def check_vpn(fleet: DeploymentSpec, vpn: str) -> None:
         msg = (
             f"--vpn wireguard: {', '.join(local)} {what}, which share this host's network already: "
             "use the mesh for remote machines"
+        )
+        raise ConfigError(msg)
+    if vpn == "none":
+        _check_one_network(fleet)
+
+
+def _check_one_network(fleet: DeploymentSpec) -> None:
+    """Without a VPN, a fleet's aws machines reach each other only through the deployment's fleet
+    security group, which lives in one region's default VPC: no machine of another provider or
+    region can be a member."""
+    aws = [m for m in fleet.machines if m.provider == "aws"]
+    if not aws:
+        return
+    others = [m for m in fleet.machines if m.provider not in ("aws", "local")]
+    if others:
+        named = ", ".join(f"{m.name} ({m.provider})" for m in others)
+        msg = (
+            f"--vpn none: fleet {fleet.name!r} mixes aws machines ({', '.join(m.name for m in aws)}) "
+            f"with {named}, and they share no private network: use --vpn wireguard"
+        )
+        raise ConfigError(msg)
+    # "" is the profile's default region: compared as written, since which region that is is
+    # known only once a session asks the profile.
+    regions = {m.name: str(m.option("region", "")) for m in aws}
+    if len(set(regions.values())) > 1:
+        named = ", ".join(f"{name} ({region or 'the default region'})" for name, region in regions.items())
+        msg = (
+            f"--vpn none: aws machines {named} are in different regions, and the fleet's security "
+            "group admits machines of one region only: put them in one region, or use --vpn wireguard"
         )
         raise ConfigError(msg)
 
@@ -80,7 +110,7 @@ class FleetMesh:
             runs[machine.name] = (host, _runner(host, run_command))
         plan = MeshPlan.create(
             self._spec.name,
-            [MeshMachine(name=name, endpoint=fleet_address(host)) for name, (host, _run) in runs.items()],
+            [MeshMachine(name=name, endpoint=mesh_endpoint(host)) for name, (host, _run) in runs.items()],
         )
         try:
             for name, (_host, run) in runs.items():
@@ -103,6 +133,13 @@ class FleetMesh:
             with contextlib.suppress(FogError):
                 tear_down(run, interface, host=name, check=False)
                 self._echo(f"train: mesh {name}: {interface} removed")
+
+
+def mesh_endpoint(host: Host) -> str:
+    """Where the mesh's other machines send ``host``'s WireGuard packets: an EC2 machine's public
+    address (its end of the SSH connection is the private one, which no machine outside its VPC
+    reaches), else :func:`fleet_address`."""
+    return host.address if host.provider == "aws" else fleet_address(host)
 
 
 def fleet_address(host: Host) -> str:

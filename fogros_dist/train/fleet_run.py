@@ -10,8 +10,11 @@ Once every machine is ready, the robot knows the head's address on the fleet's n
 machine's: the address its SSH connection reached, which on EC2 is the private one behind the
 public address) and uploads each agent its ``rendezvous.json``; the agents then become torchrun
 with c10d on the head. Ranks talk to each other directly, so the machines must share a network:
-one lab LAN, one VPC. Local machines reach each other only on this host's loopback, so a fleet
-does not mix them with remote ones (that needs the fleet's own VPN, which is not built yet).
+one lab LAN, or AWS machines of one region, which :func:`fleet_spec` puts in the deployment's
+fleet security group (every protocol from its members only); or ``--vpn wireguard`` joins them
+in the run's own mesh (:mod:`fleet_mesh`; an AWS machine's group then admits the mesh's UDP port
+from its ``allowed_cidr``). Local machines reach each other only on this host's loopback, so a
+fleet does not mix them with remote ones.
 
 Elastic as torchrun is: a machine's agent that dies does not end the run while at least MIN
 remain (its node's exit is reported and the run goes on); the run ends when the head's agent
@@ -36,7 +39,10 @@ from fogros_dist.deploy.stages import Stage
 from fogros_dist.deploy.state import StateStore
 from fogros_dist.deploy.teardown import process_key
 from fogros_dist.errors import ConfigError, FogError
-from fogros_dist.spec import DeploymentSpec, NodeSpec, ShippedFile
+from fogros_dist.net.wireguard import default_listen_port
+from fogros_dist.providers.aws.config import FLEET_GROUP, UDP_PORTS
+from fogros_dist.providers.aws.config import parse_options as parse_aws_options
+from fogros_dist.spec import DeploymentSpec, MachineSpec, NodeSpec, OptionValue, ShippedFile
 from fogros_dist.train.agent import RENDEZVOUS_FILE, Rendezvous
 from fogros_dist.train.checkpoint import CHECKPOINT_DIR_ENV, CHECKPOINT_FILE
 from fogros_dist.train.fleet_mesh import FleetMesh, check_vpn, fleet_address
@@ -90,8 +96,17 @@ def _node_name(machine: str) -> str:
     return "train_agent_" + re.sub(r"\W", "_", machine)
 
 
-def fleet_spec(fleet: DeploymentSpec, *, placeholder: Path, name: str) -> DeploymentSpec:
-    """The deployment that runs the fleet: ``fleet``'s machines, one training agent on each."""
+def fleet_spec(fleet: DeploymentSpec, *, placeholder: Path, name: str, vpn: str) -> DeploymentSpec:
+    """The deployment that runs the fleet: ``fleet``'s machines, one training agent on each.
+
+    AWS machines get the network the run needs (:func:`_fleet_network`): with ``vpn`` none the
+    deployment's fleet security group, with wireguard the mesh's UDP port in their own group.
+
+    Raises:
+        ConfigError: an aws machine's options are bad, or it refuses the fleet group the run needs.
+    """
+    mesh_port = default_listen_port(name)  # the port FleetMesh's plan of deployment ``name`` takes
+    machines = tuple(_fleet_network(m, vpn=vpn, mesh_port=mesh_port) for m in fleet.machines)
     nodes = tuple(
         NodeSpec(
             name=_node_name(machine.name),
@@ -102,9 +117,42 @@ def fleet_spec(fleet: DeploymentSpec, *, placeholder: Path, name: str) -> Deploy
             # in its environment.
             files=(ShippedFile(name="fleet.txt", source=str(placeholder)),),
         )
-        for machine in fleet.machines
+        for machine in machines
     )
-    return replace(fleet, name=name, nodes=nodes)
+    return replace(fleet, name=name, machines=machines, nodes=nodes)
+
+
+def _fleet_network(machine: MachineSpec, *, vpn: str, mesh_port: int) -> MachineSpec:
+    """``machine`` with the AWS options that let the fleet's ranks reach it (others as they are).
+
+    Each instance's own security group admits only SSH and the bridge port from the robot, while
+    gloo/NCCL and the c10d store (bridge port + 1 of the head) are reached from the other ranks:
+    without a VPN through the fleet group (every protocol from its members, on the VPC's private
+    addresses, which ``fleet_address`` hands out); with the mesh, only its one UDP port.
+    """
+    if machine.provider != "aws":
+        return machine
+    options = parse_aws_options(machine)
+    if vpn == "none":
+        if FLEET_GROUP in dict(machine.options) and not options.fleet_group:
+            msg = (
+                f"machine {machine.name!r} sets fleet_group = false, but with --vpn none its ranks reach "
+                "the others only through the deployment's fleet security group: remove fleet_group "
+                "from it, or use --vpn wireguard"
+            )
+            raise ConfigError(msg)
+        return _with_option(machine, FLEET_GROUP, True)
+    if vpn == "wireguard":
+        ports = sorted({*options.udp_ports, mesh_port})
+        return _with_option(machine, UDP_PORTS, ",".join(str(p) for p in ports))
+    return machine  # an unknown vpn: check_vpn names it
+
+
+def _with_option(machine: MachineSpec, key: str, value: OptionValue) -> MachineSpec:
+    """``machine`` with option ``key`` set to ``value`` (in its place when the file set it)."""
+    if key in dict(machine.options):
+        return replace(machine, options=tuple((k, value if k == key else v) for k, v in machine.options))
+    return replace(machine, options=(*machine.options, (key, value)))
 
 
 def run_fleet(
@@ -170,7 +218,7 @@ def _run_fleet(
     name = f"{fleet.name}-train"
     placeholder = scratch / "fleet.txt"
     placeholder.write_text(f"training run {run_id}\n")
-    spec = fleet_spec(fleet, placeholder=placeholder, name=name)
+    spec = fleet_spec(fleet, placeholder=placeholder, name=name, vpn=vpn)
     lines: dict[str, list[str]] = {m.name: [] for m in spec.machines}
     metrics: dict[str, float] | None = None
     lock = threading.Lock()

@@ -24,8 +24,10 @@ __all__ = [
     "DEFAULT_AMI_NAMES",
     "DLAMI_NAMES",
     "DLAMI_OWNER",
+    "FLEET_GROUP",
     "OPTIONS",
     "UBUNTU_RELEASES",
+    "UDP_PORTS",
     "AwsOptions",
     "caller_owner",
     "config_dir",
@@ -33,6 +35,10 @@ __all__ = [
     "key_paths",
     "parse_options",
 ]
+
+# The options a training fleet sets on its aws machines (fogros_dist.train.fleet_run).
+FLEET_GROUP = "fleet_group"
+UDP_PORTS = "udp_ports"
 
 # Option -> what it is for (shown when an unknown option is rejected).
 OPTIONS: dict[str, str] = {
@@ -44,13 +50,20 @@ OPTIONS: dict[str, str] = {
     "spot": "true for a spot instance (cheaper, may be interrupted)",
     "profile": "AWS credentials profile (default: AWS_PROFILE, else the default chain)",
     "user": "SSH user of the image (default 'ubuntu')",
-    "allowed_cidr": "comma-separated CIDRs allowed to reach SSH and the bridge (default: the robot's /32)",
+    "allowed_cidr": (
+        "comma-separated CIDRs allowed to reach SSH, the bridge and udp_ports (default: the robot's /32)"
+    ),
     "robot_cidr": "the robot's public address as a CIDR; skips discovering it",
     "ttl_minutes": "the machine powers itself off this long after launch (0: no limit)",
     "deadman_minutes": "the machine powers itself off after this long without a robot heartbeat",
     "disk_gb": "root volume size in GiB (default 40)",
     "endpoint_url": "EC2 API endpoint (tests, moto); default AWS_ENDPOINT_URL or AWS's own",
     "bridge_port": "TCP port of the machine's bridge, opened to allowed_cidr (default 7447)",
+    "udp_ports": (
+        "comma-separated UDP ports opened to allowed_cidr, e.g. '51820' (`train --vpn wireguard` adds "
+        "its mesh's port); peers other than the robot reach them only when their addresses are in "
+        "allowed_cidr (default none)"
+    ),
     "remote_dir": "fogros_dist's directory on the machine (default '~/.fogros_dist')",
     "workspace": "the robot's colcon workspace its nodes' packages come from (default: the sourced overlay)",
     "torch": "true or false: torch in the machine's runtime (default: when one of its nodes needs it)",
@@ -109,6 +122,9 @@ class AwsOptions:
     disk_gb: int = 40
     endpoint_url: str = ""
     bridge_port: int = 7447
+    # Opened from allowed_cidr like SSH and the bridge: a WireGuard mesh's port, whose peers the
+    # mesh's own host firewall then admits one by one.
+    udp_ports: tuple[int, ...] = ()
     remote_dir: str = "~/.fogros_dist"
     # None: torch is installed when one of the machine's nodes needs it.
     torch: bool | None = None
@@ -162,6 +178,7 @@ def parse_options(machine: MachineSpec) -> AwsOptions:
         disk_gb=_number(values, "disk_gb", where, default=40, low=8, high=16_384),
         endpoint_url=_text(values, "endpoint_url", where),
         bridge_port=_number(values, "bridge_port", where, default=7447, low=1024, high=65535),
+        udp_ports=_ports(values, "udp_ports", where),
         remote_dir=_text(values, "remote_dir", where) or "~/.fogros_dist",
         torch=_flag(values, "torch", where) if "torch" in values else None,
         fleet_group=_flag(values, "fleet_group", where),
@@ -225,6 +242,22 @@ def _number(
         msg = f"{where}: option {key} is {value!r}: use a whole number in {low}..{high}"
         raise ConfigError(msg)
     return value
+
+
+def _ports(values: dict[str, OptionValue], key: str, where: str) -> tuple[int, ...]:
+    """Comma-separated ports (one port may be a bare number), sorted, each once."""
+    value = values.get(key, "")
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _text(values, key, where)
+    ports: set[int] = set()
+    for part in (p.strip() for p in text.split(",")) if text else ():
+        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= 65535:
+            msg = (
+                f"{where}: option {key} has {part!r}, which is not a port: use comma-separated whole "
+                f"numbers in 1..65535, e.g. '51820'"
+            )
+            raise ConfigError(msg)
+        ports.add(int(part))
+    return tuple(sorted(ports))
 
 
 def _cidrs(values: dict[str, OptionValue], key: str, where: str) -> tuple[str, ...]:

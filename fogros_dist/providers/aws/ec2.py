@@ -586,13 +586,15 @@ class Ec2:
         tags: dict[str, str],
         cidrs: Sequence[str],
         ports: Sequence[int],
+        udp_ports: Sequence[int] = (),
         stage: str = "requesting",
     ) -> str:
-        """Create (or reconcile) security group ``name``: TCP ``ports`` from ``cidrs`` only.
+        """Create (or reconcile) security group ``name``: TCP ``ports`` and UDP ``udp_ports`` from
+        ``cidrs`` only.
 
         An existing group's inbound rules are made exactly these (the robot's address may have
-        changed since the last `up`). Outbound stays AWS's default (all), for installs.
-        Returns the group id.
+        changed since the last `up`, a mesh's port with the deployment): any other is revoked.
+        Outbound stays AWS's default (all), for installs. Returns the group id.
         """
         vpc = self.default_vpc(stage=stage)
         groups = self.call(
@@ -616,6 +618,7 @@ class Ec2:
             )
             have = set()
         want = {("tcp", port, port, cidr) for port in ports for cidr in cidrs}
+        want |= {("udp", port, port, cidr) for port in udp_ports for cidr in cidrs}
         if have - want:
             self.call(
                 stage,

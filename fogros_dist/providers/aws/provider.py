@@ -504,10 +504,15 @@ class AWSProvider(RemoteMachineVerbs):
         tags: dict[str, str],
         created: float,
     ) -> list[str]:
-        """The ids of the groups the instance is in, each made or reconciled: its own (SSH and the
-        bridge port from ``cidrs``), then with ``fleet_group`` the deployment's fleet group."""
+        """The ids of the groups the instance is in, each made or reconciled: its own (SSH, the
+        bridge port and ``udp_ports`` from ``cidrs``), then with ``fleet_group`` the deployment's
+        fleet group."""
         name = resource_name(deployment=ctx.deployment, machine=options.machine)
-        group_ids = [ec2.ensure_security_group(name, tags=tags, cidrs=cidrs, ports=(22, options.bridge_port))]
+        group_ids = [
+            ec2.ensure_security_group(
+                name, tags=tags, cidrs=cidrs, ports=(22, options.bridge_port), udp_ports=options.udp_ports
+            )
+        ]
         check_cancelled(ctx.cancel, machine=options.machine, doing="creating its security group")
         if options.fleet_group:
             fleet_tags = _tags(
