@@ -12,7 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["BatchPlan", "plan_batches"]
+__all__ = ["LINEAR_RULE_WARMUP", "BatchPlan", "plan_batches"]
+
+# Goyal et al. ramp up over the first epochs; the one-cycle schedule's 30 % does the same here.
+LINEAR_RULE_WARMUP = 0.3
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,9 @@ class BatchPlan:
     global_batch: int
     learning_rate: float
     rule: str
+    # The share of the run's steps whose learning rate ramps up to ``learning_rate`` (the linear
+    # rule's warm-up; a loop with a schedule of its own, as grasp's one-cycle, has it built in).
+    warmup_fraction: float = 0.0
 
     def describe(self, world_size: int) -> str:
         """One line for the run's log."""
@@ -42,5 +48,9 @@ def plan_batches(
         per_rank = max(1, math.ceil(batch_size / world_size))
         return BatchPlan(per_rank, per_rank * world_size, learning_rate, "global batch kept")
     return BatchPlan(
-        batch_size, batch_size * world_size, learning_rate * world_size, "linear rule, warm-up 30 % of steps"
+        batch_size,
+        batch_size * world_size,
+        learning_rate * world_size,
+        f"linear rule, warm-up {LINEAR_RULE_WARMUP:.0%} of steps",
+        warmup_fraction=LINEAR_RULE_WARMUP,
     )

@@ -23,6 +23,7 @@ from torch import nn
 
 from fogros_dist.train.checkpoint import Checkpointer
 from fogros_dist.train.context import DistContext, init_process_group
+from fogros_dist.train.epoch_loop import across_ranks, epoch_line, unwrapped
 from fogros_dist.workloads.device import resolve_device
 from fogros_dist.workloads.grasp.dataset import (
     TEST_SPLIT,
@@ -150,32 +151,33 @@ def train_model(
             schedule.step()
             total += float(loss.detach()) * labels.shape[0]
             seen += labels.shape[0]
-        total, seen, world = _across_ranks(total, seen, device)
+        total, seen, world = across_ranks(total, seen, device)
         losses.append(total / max(1, seen))
         steps = (epoch + 1) * steps_per_epoch
         if report is not None:
             elapsed = time.perf_counter() - started
             report(
-                f"train: epoch {epoch + 1}/{config.epochs} step {steps} loss {losses[-1]:.3f} "
-                f"{seen / max(elapsed, 1e-9):.0f} samples/s world {world} ({elapsed:.1f} s)"
+                epoch_line(
+                    epoch=epoch + 1,
+                    epochs=config.epochs,
+                    steps=steps,
+                    loss=losses[-1],
+                    seen=seen,
+                    seconds=elapsed,
+                    world=world,
+                )
             )
         if checkpoint is not None:
             checkpoint.save(
                 {
                     "epoch": epoch + 1,
-                    "model": _unwrapped(model).state_dict(),
+                    "model": unwrapped(model).state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "losses": losses,
                 }
             )
     model.eval()
     return losses
-
-
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The network inside a DDP wrapper (its state dict has no ``module.`` prefix)."""
-    inner = getattr(model, "module", None)
-    return inner if isinstance(inner, nn.Module) else model
 
 
 def _resume(
@@ -186,7 +188,7 @@ def _resume(
     steps_per_epoch: int,
 ) -> tuple[int, list[float]]:
     """Load a checkpoint into the model and optimizer and move the schedule to its epoch."""
-    _unwrapped(model).load_state_dict(state["model"])
+    unwrapped(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     epochs_done = int(state["epoch"])
     with warnings.catch_warnings():
@@ -195,19 +197,6 @@ def _resume(
         for _ in range(epochs_done * steps_per_epoch):
             schedule.step()
     return epochs_done, [float(x) for x in state["losses"]]
-
-
-def _across_ranks(total: float, seen: int, device: torch.device) -> tuple[float, int, int]:
-    """An epoch's summed loss and sample count over every rank (all-reduced under
-    torch.distributed, on the model's device: NCCL reduces only CUDA tensors), and the world size;
-    this rank's own outside a process group."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return total, seen, 1
-    both = torch.tensor([total, float(seen)], dtype=torch.float64, device=device)
-    dist.all_reduce(both)
-    return float(both[0]), int(both[1]), dist.get_world_size()
 
 
 def classifier_metrics(model: GQCNN, samples: GraspSamples, *, threshold: float = 0.5) -> dict[str, float]:

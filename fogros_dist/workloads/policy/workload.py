@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +22,17 @@ from fogros_dist.workloads.base import BenchRequest, default_model_dir
 from fogros_dist.workloads.policy.messages import TWIST_STAMPED, stamp_ns, topic_specs
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from fogros_dist.train.comm_hooks import CommHook
+    from fogros_dist.train.comm_meter import CommMeter
+    from fogros_dist.train.context import DistContext
+    from fogros_dist.workloads.policy.dataset import ChunkDataset
     from fogros_dist.workloads.policy.mapping import MappingChoice
     from fogros_dist.workloads.policy.model import ChunkPolicy
     from fogros_dist.workloads.policy.sim import ReachConfig
+    from fogros_dist.workloads.policy.train import TrainConfig, TrainResult
 
 __all__ = ["BENCH_STREAM", "PolicyWorkload"]
 
@@ -146,6 +155,18 @@ class PolicyWorkload:
         """
         from fogros_dist.workloads.policy.mapping import mapping_from_args
 
+        self._check(args)
+        demo = args.record_demo
+        if demo is not None and demo.exists() and (not demo.is_dir() or any(demo.iterdir())):
+            msg = (
+                f"--record-demo {demo} is not a new or empty folder: it records the project's demonstrations "
+                f"into one; give another, or train on the bags there with --bag-dir {demo}"
+            )
+            raise ConfigError(msg)
+        return self._run(args, mapping_from_args(args), report, fleet=None)
+
+    def _check(self, args: argparse.Namespace) -> None:
+        """The options that exclude each other (one ConfigError line)."""
         if args.reuse_bags and args.bag_dir is None:
             msg = "--reuse-bags needs --bag-dir DIR: name the folder holding the bags"
             raise ConfigError(msg)
@@ -158,14 +179,51 @@ class PolicyWorkload:
         if args.execute is not None and args.execute > args.chunk:
             msg = f"--execute ({args.execute}) cannot exceed --chunk ({args.chunk}): use at most {args.chunk}"
             raise ConfigError(msg)
-        demo = args.record_demo
-        if demo is not None and demo.exists() and (not demo.is_dir() or any(demo.iterdir())):
+
+    def train_distributed(
+        self,
+        args: argparse.Namespace,
+        *,
+        report: Callable[[str], None],
+        context: DistContext,
+        keep_global_batch: bool,
+        comm_hook: CommHook,
+    ) -> dict[str, float]:
+        """One rank of a data-parallel run (:mod:`fogros_dist.train.worker`): the same data on
+        every rank (``--bag-dir``, which must be on every machine, or the expert's demonstrations
+        recorded on each from the same seed, byte for byte the same), this rank's shard of it,
+        DDP; rank 0 scores, saves and returns the metrics, the others return {}.
+
+        Raises:
+            ConfigError: as :meth:`train`; also ``--record-demo`` (only rank 0 writes, and a
+                fleet's machines have folders of their own), or a ``--bag-dir`` this machine lacks.
+        """
+        from fogros_dist.workloads.policy.mapping import mapping_from_args
+
+        if args.record_demo is not None:
             msg = (
-                f"--record-demo {demo} is not a new or empty folder: it records the project's demonstrations "
-                f"into one; give another, or train on the bags there with --bag-dir {demo}"
+                f"--record-demo {args.record_demo}: a fleet records on every machine, into folders of "
+                "its own; record once without --nodes/--on, then train the fleet with --bag-dir on it"
             )
             raise ConfigError(msg)
-        choice = mapping_from_args(args)
+        self._check(args)
+        if args.bag_dir is not None and not args.bag_dir.is_dir():
+            msg = (
+                f"--bag-dir {args.bag_dir} is not a folder on machine {context.machine!r}: every machine "
+                "of the fleet reads the bags at that path; copy them there, or train without --nodes/--on"
+            )
+            raise ConfigError(msg)
+        fleet = _Fleet(context=context, keep_global_batch=keep_global_batch, comm_hook=comm_hook)
+        return self._run(args, mapping_from_args(args), report, fleet=fleet)
+
+    def _run(
+        self,
+        args: argparse.Namespace,
+        choice: MappingChoice,
+        report: Callable[[str], None],
+        *,
+        fleet: _Fleet | None,
+    ) -> dict[str, float]:
         import torch
 
         # Measured on a shared 2-core box: 10 ms/step on one thread, 62 ms/step on two.
@@ -173,11 +231,11 @@ class PolicyWorkload:
         torch.set_num_threads(args.threads)
         try:
             if args.bag_dir is not None:
-                return self._train(args, choice, args.bag_dir, report, record=False)
-            if demo is not None:
-                return self._train(args, choice, demo, report, record=True)
+                return self._train(args, choice, args.bag_dir, report, record=False, fleet=fleet)
+            if args.record_demo is not None:
+                return self._train(args, choice, args.record_demo, report, record=True, fleet=fleet)
             with tempfile.TemporaryDirectory(prefix="fogros-policy-bags-") as tmp:
-                return self._train(args, choice, Path(tmp), report, record=True)
+                return self._train(args, choice, Path(tmp), report, record=True, fleet=fleet)
         finally:
             torch.set_num_threads(previous)
 
@@ -209,6 +267,7 @@ class PolicyWorkload:
         report: Callable[[str], None],
         *,
         record: bool,
+        fleet: _Fleet | None = None,
     ) -> dict[str, float]:
         import numpy as np
         import torch
@@ -227,7 +286,7 @@ class PolicyWorkload:
         from fogros_dist.workloads.policy.mapping import describe_mapping, resolve_mapping
         from fogros_dist.workloads.policy.model import ChunkPolicy, PolicyConfig, save_policy
         from fogros_dist.workloads.policy.sim import ReachConfig
-        from fogros_dist.workloads.policy.train import TrainConfig, train_policy
+        from fogros_dist.workloads.policy.train import TrainConfig
 
         if record:
             self._record(args, bag_dir, report)
@@ -254,15 +313,20 @@ class PolicyWorkload:
         )
         torch.manual_seed(args.seed)  # initial weights too: one seed, one model, in any process
         device = resolve_device(args.device)
-        report(f"training on {device}")
-        model = ChunkPolicy(config, normalizer).to(device)
-        result = train_policy(
+        model = ChunkPolicy(config, normalizer)
+        train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        result, communication = _fit(
             model,
-            train=train_set,
-            val=val_set,
-            config=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed),
-            report=lambda line: report(f"  {line}"),
+            train_set=train_set,
+            val_set=val_set,
+            config=train_config,
+            device=device,
+            report=report,
+            fleet=fleet,
         )
+        if fleet is not None and not fleet.context.is_main:
+            report(f"train: done in {result.seconds:.1f} s (rank 0 scores and saves)")
+            return {}
         # Scoring, rollouts, serving and the saved file use the CPU.
         model = model.to("cpu")
         heldout = score_heldout(model, val_set, bags=len(val_eps))
@@ -276,7 +340,10 @@ class PolicyWorkload:
             "val_episodes": float(len(val_eps)),
             "train_samples": float(len(train_set)),
             "train_seconds": result.seconds,
+            **communication,
         }
+        if fleet is not None:
+            metrics["world_size"] = float(fleet.context.world_size)
         if mapping == DEFAULT_MAPPING:
             sim = ReachConfig()
             metrics.update(self._simulate(model, args, sim, report))
@@ -369,3 +436,98 @@ class PolicyWorkload:
             # TwistStamped is laid out alike in every supported distribution.
             self._types = MessageTypes("jazzy")
         return stamp_ns(self._types.deserialize(TWIST_STAMPED, cdr).header)
+
+
+def _fit(
+    model: ChunkPolicy,
+    *,
+    train_set: ChunkDataset,
+    val_set: ChunkDataset,
+    config: TrainConfig,
+    device: torch.device,
+    report: Callable[[str], None],
+    fleet: _Fleet | None,
+) -> tuple[TrainResult, dict[str, float]]:
+    """Train in this process, or as the fleet's rank; the result and the communication figures."""
+    from fogros_dist.workloads.policy.train import train_policy
+
+    if fleet is not None:
+        return fleet.train(
+            model, train_set=train_set, val_set=val_set, config=config, device=device, report=report
+        )
+    report(f"training on {device}")
+    result = train_policy(
+        model.to(device), train=train_set, val=val_set, config=config, report=lambda line: report(f"  {line}")
+    )
+    return result, {}
+
+
+@dataclass(frozen=True)
+class _Fleet:
+    """A fleet rank's part of the run: its place, the batch rule and the gradient exchange."""
+
+    context: DistContext
+    keep_global_batch: bool
+    comm_hook: CommHook
+
+    def train(
+        self,
+        model: ChunkPolicy,
+        *,
+        train_set: ChunkDataset,
+        val_set: ChunkDataset,
+        config: TrainConfig,
+        device: torch.device,
+        report: Callable[[str], None],
+    ) -> tuple[TrainResult, dict[str, float]]:
+        """Join the process group, train this rank's shard in DDP; the result and the per-step
+        communication figures (averaged over the ranks)."""
+        from dataclasses import replace
+
+        from fogros_dist.train.checkpoint import Checkpointer
+        from fogros_dist.train.context import init_process_group
+        from fogros_dist.train.data_parallel import data_parallel
+        from fogros_dist.workloads.policy.train import train_policy
+
+        context = self.context
+        if device.type == "cuda" and context.distributed:
+            device = torch.device("cuda", context.local_rank % torch.cuda.device_count())
+        backend = init_process_group(context, use_cuda=device.type == "cuda")
+        where = f", rank {context.rank} of {context.world_size} ({backend})" if context.distributed else ""
+        report(f"train: on {device}{where}")
+        model.to(device)
+        trained: nn.Module = model
+        meter: CommMeter | None = None
+        sampler = None
+        if context.distributed:
+            parallel = data_parallel(
+                model,
+                train_set,
+                context=context,
+                device=device,
+                batch_size=config.batch_size,
+                learning_rate=config.lr,
+                seed=config.seed,
+                keep_global_batch=self.keep_global_batch,
+                comm_hook=self.comm_hook,
+            )
+            config = replace(
+                config,
+                batch_size=parallel.plan.per_rank_batch,
+                lr=parallel.plan.learning_rate,
+                warmup_fraction=parallel.plan.warmup_fraction,
+            )
+            trained, sampler, meter = parallel.model, parallel.sampler, parallel.meter
+            report(f"train: {parallel.describe(context, len(train_set))}")
+        result = train_policy(
+            trained,
+            train=train_set,
+            val=val_set,
+            config=config,
+            sampler=sampler,
+            report=report if context.is_main else None,
+            checkpoint=Checkpointer.from_env(context),
+            meter=meter,
+        )
+        communication = meter.summary_across_ranks(device).as_metrics() if meter is not None else {}
+        return result, communication
