@@ -13,6 +13,7 @@ from pathlib import Path
 from fogros_dist.providers.base import ProcessSpec, ProvisionContext
 from fogros_dist.remote.machine import RemoteMachines
 from fogros_dist.remote.process import RemoteProcess
+from fogros_dist.remote.sync import SyncStats
 from fogros_dist.spec import Host, ProcessRecord
 
 __all__ = ["RemoteMachineVerbs"]
@@ -40,6 +41,10 @@ class RemoteMachineVerbs:
     def upload(self, host: Host, local: Path, remote_name: str) -> Path:
         """Copy a file into the machine's working directory."""
         return self._machines.upload(host, local, remote_name)
+
+    def push_dataset(self, host: Host, local: Path) -> tuple[str, SyncStats]:
+        """Delta-sync a robot folder into the machine's dataset cache; its path there, what was sent."""
+        return self._machines.push_dataset(host, local)
 
     def run_command(
         self, host: Host, argv: list[str], *, stdin: str | None = None, timeout: float = 120.0

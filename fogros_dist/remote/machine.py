@@ -29,6 +29,7 @@ Layout on the host (``remote_dir``, default ``~/.fogros_dist``)::
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from fogros_dist.remote.bootstrap import plan_runtime, start_install
 from fogros_dist.remote.cancel import CHECK_EVERY_S, AnyOf, CancelEvent, cancelled, raise_if_cancelled
 from fogros_dist.remote.process import RemoteProcess
 from fogros_dist.remote.runner import RetryPolicy, SSHRunner
-from fogros_dist.remote.sync import SyncMethod, SyncStats, human_bytes
+from fogros_dist.remote.sync import SyncMethod, SyncStats, human_bytes, push_directory
 from fogros_dist.remote.target import SSHTarget, jumps_from_json, jumps_to_json
 from fogros_dist.remote.wheelhouse import default_cache_dir
 from fogros_dist.remote.workspace_build import WorkspaceBuild, workspace_dir
@@ -352,6 +353,34 @@ class RemoteMachines:
             msg = f"machine {host.machine!r}: cannot upload {local.name} to {remote} ({err})"
             raise ProvisionError(msg) from err
         return Path(remote)
+
+    def push_dataset(self, host: Host, local: Path) -> tuple[str, SyncStats]:
+        """Delta-sync the robot's folder ``local`` (a dataset: rosbag2 bags) to
+        ``<remote dir>/datasets/<name>-<digest of its robot path>`` on the host, which stays
+        between runs, so a second run sends only what changed (rsync where the host has it, else
+        SFTP); files the robot no longer has go there too. Returns its path there and what was sent.
+
+        Raises:
+            ProvisionError: the push failed (rsync's or SFTP's reason is named).
+            Cancelled: the deployment was cancelled meanwhile.
+        """
+        conn = _connection(host)
+        digest = hashlib.sha256(str(local).encode()).hexdigest()[:12]
+        remote = f"{conn['REMOTE_DIR']}/datasets/{local.name}-{digest}"
+        agent = self.agent(host)
+        cancel = self._cancel_of(host)
+        facts = self._facts.get(host.resource_id) or self._reprobe(host, agent, cancel)
+        agent.run(["mkdir", "-p", remote], what=f"make room for {local.name}", cancel=cancel)
+        stats = push_directory(
+            agent,
+            local=local,
+            remote=remote,
+            remote_has_rsync=facts.rsync,
+            method=_sync_method(conn["SYNC"]),
+            excludes=(),  # a dataset travels whole, whatever its files are called
+            cancel=cancel,
+        )
+        return remote, stats
 
     def run_command(
         self, host: Host, argv: list[str], *, stdin: str | None = None, timeout: float = 120.0

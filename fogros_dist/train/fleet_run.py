@@ -62,6 +62,9 @@ _STORE_PORT_OFFSET = 1
 # After the head's agent ends, how long the others get to end by themselves before teardown.
 _OTHERS_GRACE_S = 30.0
 
+# The workload option naming a folder of the robot's that every machine reads (policy's bags).
+DATASET_OPTION = "--bag-dir"
+
 
 def fleet_nodes(fleet: DeploymentSpec, requested: NodeRange | None) -> NodeRange:
     """The run's MIN:MAX over ``fleet``'s machines (default: all of them, none optional).
@@ -240,6 +243,7 @@ def _run_fleet(
 
     deployment = Deployment(spec, store=store, reporter=stage, output=output, robot_domain_id=robot_domain_id)
     check_vpn(fleet, vpn)
+    dataset = _robot_dataset(spec, workload_argv)
     mesh = FleetMesh(deployment, spec, echo) if vpn == "wireguard" else None
     try:
         deployment.up()
@@ -249,7 +253,7 @@ def _run_fleet(
             spec,
             options,
             head_address=addresses.get(spec.machines[0].name, ""),
-            workload_argv=tuple(workload_argv),
+            workload_argvs=_push_dataset(deployment, spec, tuple(workload_argv), dataset, echo),
             run_id=run_id,
             environ=environ,
             where=scratch,
@@ -257,7 +261,7 @@ def _run_fleet(
         codes = _supervise(deployment, spec, echo)
         model = _bring_back_model(deployment, [text for texts in lines.values() for text in texts], echo)
         if run_dir is not None:
-            _bring_back_checkpoint(deployment, spec.machines[0].name, run_dir, echo)
+            _bring_back_checkpoint(deployment, spec.machines[0].name, run_id, run_dir, echo)
     finally:
         if mesh is not None:
             mesh.down()
@@ -289,19 +293,21 @@ def _bring_back_model(deployment: Deployment, lines: list[str], echo: Callable[[
 
 
 def _bring_back_checkpoint(
-    deployment: Deployment, head: str, run_dir: Path, echo: Callable[[str], None]
+    deployment: Deployment, head: str, run_id: str, run_dir: Path, echo: Callable[[str], None]
 ) -> None:
     """Copy the head's last checkpoint (rank 0 writes it there) into the robot's run directory, so
     that a run can be resumed or inspected after its machines are gone."""
     host, _ = deployment.provider_of(head)
-    remote = f"{_checkpoint_dir(host.workdir)}/{CHECKPOINT_FILE}"
+    remote = f"{_checkpoint_dir(host.workdir, run_id)}/{CHECKPOINT_FILE}"
     _bring_back(
         deployment, head, remote, run_dir / "checkpoints" / CHECKPOINT_FILE, what="checkpoint", echo=echo
     )
 
 
-def _checkpoint_dir(workdir: str) -> str:
-    return f"{workdir}/checkpoints"
+def _checkpoint_dir(workdir: str, run_id: str) -> str:
+    # One directory per run: a machine's workdir outlives its deployment, and the next run of the
+    # same fleet would otherwise "resume" from the last one's final epoch and train nothing.
+    return f"{workdir}/checkpoints/{run_id}"
 
 
 def _bring_back(
@@ -322,13 +328,82 @@ def _bring_back(
     return got
 
 
+def _robot_dataset(spec: DeploymentSpec, workload_argv: Sequence[str]) -> Path | None:
+    """The robot folder the workload reads (``--bag-dir``) when a remote machine needs it pushed;
+    checked before anything is created (one ConfigError line)."""
+    value = _option_value(workload_argv, DATASET_OPTION)
+    if value is None or all(m.provider == "local" for m in spec.machines):
+        return None  # Local machines read it where it is
+    folder = Path(value).expanduser().resolve()
+    if not folder.is_dir():
+        msg = f"{DATASET_OPTION} {value} is not a folder on this robot: name the folder holding the bags"
+        raise ConfigError(msg)
+    return folder
+
+
+def _push_dataset(
+    deployment: Deployment,
+    spec: DeploymentSpec,
+    workload_argv: tuple[str, ...],
+    dataset: Path | None,
+    echo: Callable[[str], None],
+) -> dict[str, tuple[str, ...]]:
+    """Each machine's workload argv: with a robot dataset, each remote machine gets it by delta
+    sync into its dataset cache (a second run sends only what changed) and reads it there."""
+    argvs = {m.name: workload_argv for m in spec.machines}
+    if dataset is None:
+        return argvs
+    for machine in spec.machines:
+        host, provider = deployment.provider_of(machine.name)
+        if host.provider == "local":
+            continue
+        push = getattr(provider, "push_dataset", None)
+        if push is None:
+            msg = (
+                f"{DATASET_OPTION}: provider {host.provider!r} of machine {machine.name!r} cannot "
+                "receive a folder: train on machines of another provider"
+            )
+            raise ConfigError(msg)
+        remote, stats = push(host, dataset)
+        echo(f"train: {DATASET_OPTION} {dataset} on {machine.name}: {stats.describe()}, at {remote}")
+        argvs[machine.name] = _with_option_value(workload_argv, DATASET_OPTION, remote)
+    return argvs
+
+
+def _option_value(argv: Sequence[str], option: str) -> str | None:
+    """The value of ``option`` in ``argv`` (``--opt V`` or ``--opt=V``; the last one wins, as
+    argparse's), or None."""
+    value = None
+    for i, word in enumerate(argv):
+        if word == option and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif word.startswith(option + "="):
+            value = word[len(option) + 1 :]
+    return value
+
+
+def _with_option_value(argv: tuple[str, ...], option: str, value: str) -> tuple[str, ...]:
+    """``argv`` with every value of ``option`` replaced by ``value``."""
+    out: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == option:
+            out += [option, value]
+            next(words, None)
+        elif word.startswith(option + "="):
+            out.append(f"{option}={value}")
+        else:
+            out.append(word)
+    return tuple(out)
+
+
 def _hand_out_rendezvous(
     deployment: Deployment,
     spec: DeploymentSpec,
     options: FleetOptions,
     *,
     head_address: str,
-    workload_argv: tuple[str, ...],
+    workload_argvs: dict[str, tuple[str, ...]],
     run_id: str,
     environ: dict[str, str],
     where: Path,
@@ -358,12 +433,12 @@ def _hand_out_rendezvous(
             max_nodes=options.nodes.maximum,
             nproc_per_node=options.nproc_per_node,
             max_restarts=options.max_restarts,
-            workload_argv=workload_argv,
+            workload_argv=workload_argvs[machine.name],
             env=tuple(
                 sorted(
                     {
                         **env,
-                        CHECKPOINT_DIR_ENV: _checkpoint_dir(host.workdir),
+                        CHECKPOINT_DIR_ENV: _checkpoint_dir(host.workdir, run_id),
                         # Rank 0 saves into the run's own directory there, never over a model the
                         # machine's user keeps in their cache; it comes back to the robot's.
                         MODELS_DIR_ENV: f"{host.workdir}/models",

@@ -187,6 +187,60 @@ def test_two_ssh_hosts_on_one_lan_train_and_one_killed_leaves_the_other_to_finis
     _assert_only_sshd_left(lan_hosts)
 
 
+def test_a_labs_bags_reach_both_ssh_hosts_by_delta_sync_once_and_the_policy_trains_there(
+    ssh_lab: SSHLab, lan_hosts: list[LabHost], wheel_cache: Path, tmp_path: Path, robot_domain: int
+) -> None:
+    """--bag-dir on the robot: pushed to each host's dataset cache (all files the first time,
+    none the second), read there by both ranks; the policy comes back, the lab's folder is as it was."""
+    from lab_bags import CMD_TOPIC, STATE_TOPIC, snapshot, write_lab_bags
+
+    bags = tmp_path / "lab_bags"
+    write_lab_bags(bags, count=8)
+    before = snapshot(bags)
+    files = sum(1 for p in bags.rglob("*") if p.is_file())
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(host.known_hosts_line() for host in lan_hosts))
+    machines = {
+        f"gpu{i}": ssh_options(ssh_lab, host, known_hosts, ros_setup="none")
+        for i, host in enumerate(lan_hosts)
+    }
+    fleet = _fleet_file(tmp_path / "fleet.toml", "bagfleet", machines, "ssh")
+    env = _env(tmp_path, wheel_cache, robot_domain)
+    argv = [*CLI, "train", "policy", "--on", str(fleet), "--bag-dir", str(bags),
+            "--obs-topic", STATE_TOPIC, "--obs-fields", "position[0],position[1],velocity[0],velocity[1]",
+            "--action-topic", CMD_TOPIC, "--action-fields", "linear.x,linear.y", "--rate", "20",
+            "--time", "receive", "--epochs", "6", "--json"]  # fmt: skip
+    sent = []
+    for _run in range(2):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, check=False)
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-4000:]
+        pushed = re.findall(
+            rf"^train: --bag-dir {re.escape(str(bags))} on (gpu\d): (\d+) of (\d+) files sent\b.*, at (\S+)$",
+            out,
+            re.M,
+        )
+        assert sorted(p[0] for p in pushed) == ["gpu0", "gpu1"], out[-3000:]
+        assert all(int(p[2]) == files for p in pushed), (pushed, files)
+        sent.append(sorted(int(p[1]) for p in pushed))
+        # Each rank read the 8 bags where they were pushed, in the host's own dataset cache.
+        for machine, _sent, _total, remote in pushed:
+            assert "/datasets/lab_bags-" in remote
+            rank = 0 if machine == "gpu0" else 1
+            assert re.search(rf"^\[train:{machine}:{rank}\] read 8 bags at 20 Hz", out, re.M), out[-3000:]
+        metrics = json.loads(done.stdout)
+        assert metrics["world_size"] == 2
+        assert metrics["heldout_mse"] < metrics["baseline_mean_action_mse"], metrics
+    # The first run sent every file to each host, the second none (delta sync).
+    assert sent == [[files, files], [0, 0]], sent
+    back = re.search(r"^train: model copied back from gpu0:(\S+) to (\S+)$", out, re.M)
+    assert back is not None, out[-3000:]
+    assert Path(back[2]) == tmp_path / "robot-models" / "policy.pt"
+    assert snapshot(bags) == before
+    assert StateStore(tmp_path / "home").names() == []
+    _assert_only_sshd_left(lan_hosts)
+
+
 def test_a_fleet_with_fewer_machines_than_min_is_one_line(tmp_path: Path) -> None:
     fleet = _fleet_file(tmp_path / "fleet.toml", "small", {"a": {}, "b": {}}, "local")
     env = dict(os.environ, FOGROS_DIST_HOME=str(tmp_path / "home"))

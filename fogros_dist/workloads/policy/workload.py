@@ -363,7 +363,8 @@ class PolicyWorkload:
             action_high=action_high,
             metrics=metrics,
         )
-        report(f"saved the policy to {out}")
+        # The fleet launcher finds the model rank 0 saved by this line (local_fleet.saved_model).
+        report(f"saved {out}")
         return metrics
 
     def _simulate(

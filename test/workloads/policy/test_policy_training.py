@@ -29,7 +29,7 @@ def test_bc_policy_succeeds_at_least_80_percent(trained_policy: TrainedPolicy) -
     assert m["train_episodes"] == 40
     assert m["val_episodes"] == 10
     assert any(line.startswith("  policy ") and "; expert " in line for line in trained_policy.report)
-    assert trained_policy.report[-1] == f"saved the policy to {trained_policy.path}"
+    assert trained_policy.report[-1] == f"saved {trained_policy.path}"
 
 
 def test_saved_policy_round_trips_and_reproduces_its_success_rate(trained_policy: TrainedPolicy) -> None:
