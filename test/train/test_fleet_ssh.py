@@ -231,6 +231,9 @@ def test_a_labs_bags_reach_both_ssh_hosts_by_delta_sync_once_and_the_policy_trai
         metrics = json.loads(done.stdout)
         assert metrics["world_size"] == 2
         assert metrics["heldout_mse"] < metrics["baseline_mean_action_mse"], metrics
+        # Each run trains all its epochs: the last run's checkpoint on the same hosts is not this one's.
+        assert "resumed after" not in out, out[-3000:]
+        assert len(re.findall(r"^\[train:gpu0:0\] train: epoch \d/6 step .* world 2", out, re.M)) == 6
     # The first run sent every file to each host, the second none (delta sync).
     assert sent == [[files, files], [0, 0]], sent
     back = re.search(r"^train: model copied back from gpu0:(\S+) to (\S+)$", out, re.M)
