@@ -230,6 +230,12 @@ class Deployment:
                 return 0
         return 0
 
+    def restart_node(self, key: str) -> bool:
+        """Start the exited node ``key`` (``<machine>/<process name>``) again, as a respawn does,
+        for callers that supervise the nodes themselves; False if stopping has begun or it did not
+        start (reported)."""
+        return self._respawn(key)
+
     def node_exit_codes(self) -> dict[str, int | None]:
         """Each node process's exit code (None while it runs), by ``<machine>/<process name>``:
         for callers that supervise the nodes themselves (fleet training) instead of :meth:`wait`."""
@@ -239,6 +245,18 @@ class Deployment:
         """The Host of ``machine`` and its provider, once provisioned (e.g. to upload a file)."""
         host = self._host(machine)
         return host, self._provider(host.provider)
+
+    def record_host_env(self, machine: str, key: str, value: str) -> None:
+        """Record ``key=value`` in ``machine``'s Host (``""``: remove it), so that whatever tears
+        the deployment down, this supervisor or a later `down` after it died, sees it. For what a
+        layer above the engine sets up on a host and its provider must undo (a fleet's mesh)."""
+        with self._state_lock:
+            host = self._host(machine)
+            env = tuple((k, v) for k, v in host.env if k != key) + (((key, value),) if value else ())
+            hosts = tuple(
+                dataclasses.replace(h, env=env) if h.machine == machine else h for h in self.state.hosts
+            )
+            self._save(hosts=hosts)
 
     def down(self) -> TeardownReport:
         """Stop nodes, then bridges, then release machines (those under way too); forget the

@@ -49,6 +49,7 @@ from fogros_dist.net.wireguard import HostMesh
 
 __all__ = [
     "DEFAULT_STATE_ROOT",
+    "MESH_INTERFACE_ENV",
     "FirewallCounters",
     "MeshDown",
     "MeshUp",
@@ -62,6 +63,9 @@ __all__ = [
 ]
 
 DEFAULT_STATE_ROOT = "/run/fogros_dist/wireguard"
+# The Host environment key naming a mesh interface brought up there (recorded by the fleet before
+# bring_up): the remote providers' terminate tears it down, after a crash of the robot too.
+MESH_INTERFACE_ENV = "FOGROS_MESH_INTERFACE"
 # wireguard-go's control sockets (fixed in wireguard-go; `wg` looks there first).
 _SOCKET_DIR = "/var/run/wireguard"
 # A root runner over SSH may start with a user's PATH, which lacks the sbin directories.

@@ -359,6 +359,12 @@ class _RotatingLog:
     def _open(self) -> int:
         return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
+    @property
+    def size(self) -> int:
+        """Bytes in the file now: where this process's output begins (a respawned node appends
+        to the log of its earlier run)."""
+        return self._size
+
     def write(self, data: bytes) -> None:
         try:
             while data and self._fd is not None:
@@ -498,6 +504,8 @@ def wrap(args: argparse.Namespace) -> int:
         "wrapper_start_ticks": start_ticks(os.getpid()),
         "stdout": str(stdout_path),
         "stderr": str(stderr_path),
+        "stdout_from": out.size,
+        "stderr_from": err.size,
     }
     _write_atomic(record_path, json.dumps(record))
     os.write(notify, json.dumps({"record": record}).encode())

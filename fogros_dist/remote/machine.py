@@ -354,6 +354,27 @@ class RemoteMachines:
             raise ProvisionError(msg) from err
         return Path(remote)
 
+    def _remove_mesh(self, host: Host) -> None:
+        """Tear down the fleet mesh recorded on ``host`` (net/wireguard_host.MESH_INTERFACE_ENV),
+        if any: its supervisor may have died before it could.
+
+        Raises:
+            ProvisionError: a step failed (named); every step was tried.
+        """
+        from fogros_dist.net.wireguard_host import MESH_INTERFACE_ENV, WireGuardError, tear_down
+
+        interface = dict(host.env).get(MESH_INTERFACE_ENV)
+        if not interface:
+            return
+
+        def run(argv: list[str], *, stdin: str | None = None) -> tuple[int, str, str]:
+            return self.run_command(host, argv, stdin=stdin)
+
+        try:
+            tear_down(run, interface, host=host.machine)
+        except WireGuardError as err:
+            raise ProvisionError(str(err)) from err
+
     def push_dataset(self, host: Host, local: Path) -> tuple[str, SyncStats]:
         """Delta-sync the robot's folder ``local`` (a dataset: rosbag2 bags) to
         ``<remote dir>/datasets/<name>-<digest of its robot path>`` on the host, which stays
@@ -465,7 +486,9 @@ class RemoteMachines:
             stderr_path=str(found["stderr"]),
             argv=tuple(argv),
         )
-        return RemoteProcess(agent=agent, record=record, rundir=rundir, from_start=True)
+        # Its own output only: a node started again appends to the log of its earlier run.
+        begins = (int(found.get("stdout_from", 0)), int(found.get("stderr_from", 0)))
+        return RemoteProcess(agent=agent, record=record, rundir=rundir, from_start=True, begins=begins)
 
     def attach(self, host: Host, record: ProcessRecord) -> RemoteProcess:
         """A handle on a process started earlier, possibly by another supervisor (no I/O yet)."""
@@ -490,6 +513,7 @@ class RemoteMachines:
             push.join()
         agent = self.agent(host)
         agent.reap(f"{host.workdir}/run", grace=2.0)
+        self._remove_mesh(host)
         # The deployment's key material goes with it (a new `up` makes a new CA anyway).
         agent.run(["rm", "-rf", f"{host.workdir}/cyclonedds.xml", f"{host.workdir}/tls"], what="clean up")
         with self._lock:

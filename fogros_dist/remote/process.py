@@ -41,19 +41,30 @@ class RemoteProcess:
     """A handle on a process the host agent supervises (implements ``RunningProcess``)."""
 
     def __init__(
-        self, *, agent: HostAgent, record: ProcessRecord, rundir: str, from_start: bool = True
+        self,
+        *,
+        agent: HostAgent,
+        record: ProcessRecord,
+        rundir: str,
+        from_start: bool = True,
+        begins: tuple[int, int] = (0, 0),
     ) -> None:
         """Args:
         agent: the host's agent (and through it, the connection).
         record: what identifies the process.
         rundir: the host directory with its PID and exit-code files.
-        from_start: follow its output from the first byte (a process started just now), or
-            only what it writes from now on (one attached to later).
+        from_start: follow its output from the first byte it wrote (a process started just
+            now), or only what it writes from now on (one attached to later).
+        begins: with ``from_start``, where its stdout and stderr begin in their log files (a node
+            started again appends to its earlier run's).
         """
         self._agent = agent
         self._record = record
         self._rundir = rundir
-        self._offsets = {"stdout": 0 if from_start else -1, "stderr": 0 if from_start else -1}
+        self._offsets = {
+            "stdout": begins[0] if from_start else -1,
+            "stderr": begins[1] if from_start else -1,
+        }
         self._exit: int | None = None
         self._ended = threading.Event()
         self._last_check = 0.0

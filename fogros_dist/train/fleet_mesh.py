@@ -21,7 +21,7 @@ from collections.abc import Callable
 from fogros_dist.deploy.engine import Deployment
 from fogros_dist.errors import ConfigError, FogError
 from fogros_dist.net.wireguard import MeshMachine, MeshPlan
-from fogros_dist.net.wireguard_host import RootRun, bring_up, tear_down
+from fogros_dist.net.wireguard_host import MESH_INTERFACE_ENV, RootRun, bring_up, tear_down
 from fogros_dist.spec import DeploymentSpec, Host
 
 __all__ = ["VPN_CHOICES", "FleetMesh", "check_vpn", "fleet_address", "mesh_endpoint"]
@@ -115,6 +115,9 @@ class FleetMesh:
         try:
             for name, (_host, run) in runs.items():
                 mesh = plan.for_host(name)
+                # Recorded first: if this process dies from here on, `down` still removes it
+                # (the remote providers' terminate reads it: remote/machine.py).
+                self._deployment.record_host_env(name, MESH_INTERFACE_ENV, mesh.interface)
                 made = bring_up(run, mesh, host=name)
                 self._up.append((name, run, mesh.interface))
                 self._echo(
@@ -133,6 +136,7 @@ class FleetMesh:
             with contextlib.suppress(FogError):
                 tear_down(run, interface, host=name, check=False)
                 self._echo(f"train: mesh {name}: {interface} removed")
+                self._deployment.record_host_env(name, MESH_INTERFACE_ENV, "")
 
 
 def mesh_endpoint(host: Host) -> str:

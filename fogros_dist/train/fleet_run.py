@@ -61,6 +61,8 @@ AGENT_EXECUTABLE = "train_agent"
 _STORE_PORT_OFFSET = 1
 # After the head's agent ends, how long the others get to end by themselves before teardown.
 _OTHERS_GRACE_S = 30.0
+# A failed agent's machine is started again after this long, to rejoin at the next rendezvous.
+REJOIN_DELAY_S = 2.0
 
 # The workload option naming a folder of the robot's that every machine reads (policy's bags).
 DATASET_OPTION = "--bag-dir"
@@ -258,7 +260,7 @@ def _run_fleet(
             environ=environ,
             where=scratch,
         )
-        codes = _supervise(deployment, spec, echo)
+        codes = _supervise(deployment, spec, echo, rejoins=options.max_restarts)
         model = _bring_back_model(deployment, [text for texts in lines.values() for text in texts], echo)
         if run_dir is not None:
             _bring_back_checkpoint(deployment, spec.machines[0].name, run_id, run_dir, echo)
@@ -452,24 +454,49 @@ def _hand_out_rendezvous(
 
 
 def _supervise(
-    deployment: Deployment, spec: DeploymentSpec, echo: Callable[[str], None]
+    deployment: Deployment, spec: DeploymentSpec, echo: Callable[[str], None], *, rejoins: int
 ) -> dict[str, int | None]:
-    """Wait for the head's agent to end (others may end earlier: elastic); exit codes by machine."""
+    """Wait for the head's agent to end; exit codes by machine. Another machine's agent that fails
+    meanwhile is started again after REJOIN_DELAY_S, at most ``rejoins`` times per machine: it
+    waits at the rendezvous, and the head's torch elastic takes it in at the next round (a
+    membership change, which counts against no restart budget); without rejoins the run goes on
+    without it (elastic, down to MIN)."""
     keys = {m.name: process_key(m.name, spec.nodes_on(m.name)[0].process_name) for m in spec.machines}
     head = spec.machines[0].name
-    reported: set[str] = set()
+    handled: dict[str, int] = {}  # machine -> exits handled so far
+    restarted: dict[str, int] = {}
+    rejoin_at: dict[str, float] = {}
     head_done_at: float | None = None
     while True:
         codes = deployment.node_exit_codes()
         by_machine = {m: codes.get(k) for m, k in keys.items()}
         for machine, code in by_machine.items():
-            if code is not None and machine != head and machine not in reported:
-                reported.add(machine)
-                if code != 0:
-                    echo(f"[train:{machine}] its agent exited with code {code}; the run goes on without it")
+            exits = restarted.get(machine, 0) + 1
+            if code is None or machine == head or handled.get(machine, 0) >= exits:
+                continue
+            handled[machine] = exits
+            if code == 0:
+                continue
+            if by_machine[head] is None and restarted.get(machine, 0) < rejoins:
+                done = restarted.get(machine, 0) + 1
+                echo(
+                    f"[train:{machine}] its agent exited with code {code}; starting it again in "
+                    f"{REJOIN_DELAY_S:g} s to rejoin the run ({done} of {rejoins})"
+                )
+                rejoin_at[machine] = time.monotonic() + REJOIN_DELAY_S
+            else:
+                echo(f"[train:{machine}] its agent exited with code {code}; the run goes on without it")
+        for machine, when in list(rejoin_at.items()):
+            if time.monotonic() >= when:
+                del rejoin_at[machine]
+                restarted[machine] = restarted.get(machine, 0) + 1
+                if by_machine[head] is None and not deployment.restart_node(keys[machine]):
+                    echo(
+                        f"[train:{machine}] its agent could not be started again; the run goes on without it"
+                    )
         if by_machine[head] is not None:
             head_done_at = head_done_at or time.monotonic()
-            if all(c is not None for c in by_machine.values()):
+            if all(c is not None for m, c in by_machine.items() if m not in rejoin_at):
                 return by_machine
             if time.monotonic() - head_done_at > _OTHERS_GRACE_S:
                 return by_machine

@@ -130,12 +130,14 @@ def _assert_only_sshd_left(hosts: list[LabHost]) -> None:
 
 
 @pytest.mark.netns
-def test_two_ssh_hosts_on_one_lan_train_and_one_killed_leaves_the_other_to_finish(
+def test_two_ssh_hosts_on_one_lan_train_and_one_killed_rejoins_from_the_checkpoint(
     ssh_lab: SSHLab, lan_hosts: list[LabHost], wheel_cache: Path, tmp_path: Path, robot_domain: int
 ) -> None:
     """World 2 on the LAN until gpu1's agent and worker are SIGKILLed after the first epoch; the
-    head's torch elastic restarts the round alone (--nodes 1:2), resumes from rank 0's checkpoint
-    and finishes; model and checkpoint come back, nothing is left anywhere."""
+    head's torch elastic restarts the round (--nodes 1:2), gpu1's agent is started again and joins
+    it, every round after the kill resumes from rank 0's checkpoint, and the run finishes at world
+    2; model and checkpoint come back, nothing is left anywhere. (A round that goes on alone is
+    test_local_fleet.py's kill test.)"""
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("".join(host.known_hosts_line() for host in lan_hosts))
     machines = {
@@ -144,28 +146,38 @@ def test_two_ssh_hosts_on_one_lan_train_and_one_killed_leaves_the_other_to_finis
     }
     fleet = _fleet_file(tmp_path / "fleet.toml", "lanfleet", machines, "ssh")
     env = _env(tmp_path, wheel_cache, robot_domain)
-    # Epochs of a second or more here, so that the kill lands mid-run.
+    # Epochs of a second or more here, so that the kill lands mid-run and the rejoin before its end.
     argv = [*CLI, "train", "grasp", "--on", str(fleet), "--nodes", "1:2", "--max-restarts", "2",
-            "--scenes", "96", "--eval-scenes", "8", "--grasps-per-scene", "16", "--epochs", "8",
+            "--scenes", "96", "--eval-scenes", "8", "--grasps-per-scene", "16", "--epochs", "12",
             "--plan-images", "0", "--batch-size", "16", "--json"]  # fmt: skip
     stdout, out, code = _run_killing(
-        argv, env, r"^\[train:gpu0:0\] train: epoch 1/8 .* world 2", lan_hosts[1], "gpu1"
+        argv, env, r"^\[train:gpu0:0\] train: epoch 1/12 .* world 2", lan_hosts[1], "gpu1"
     )
     assert code == 0, out[-4000:]
     metrics = json.loads(stdout)
-    assert metrics["world_size"] == 1
+    assert metrics["world_size"] == 2, out[-4000:]
     assert metrics["heldout_accuracy"] > 0.55, metrics
-    # Both machines' ranks reported, each agent joined the head's LAN address from its own one.
+    # Both machines' ranks reported; each agent joined the head's LAN address from its own one,
+    # gpu1's twice: before the kill and when it came back.
     head, other = lan_hosts
     assert re.search(r"^\[train:gpu1:1\] ", out, re.M), out[-3000:]
     joined = re.findall(r"^\[train:(gpu\d)\] joining ([\d.]+):\d+ as ([\d.]+)", out, re.M)
-    assert sorted(joined) == [("gpu0", head.address, head.address), ("gpu1", head.address, other.address)]
-    # The head went on alone from the checkpoint and finished.
+    assert sorted(joined) == [
+        ("gpu0", head.address, head.address),
+        ("gpu1", head.address, other.address),
+        ("gpu1", head.address, other.address),
+    ], joined
     assert re.search(
-        r"^\[train:gpu0:0\] train: resumed after epoch \d/8 from the run's checkpoint", out, re.M
+        r"^\[train:gpu1\] its agent exited with code -9; "
+        r"starting it again in 2 s to rejoin the run \(1 of 2\)$",
+        out,
+        re.M,
+    ), out[-3000:]
+    # The rounds after the kill resumed from the checkpoint; the last one finished at world 2.
+    assert re.search(
+        r"^\[train:gpu0:0\] train: resumed after epoch \d+/12 from the run's checkpoint", out, re.M
     ), out[-4000:]
-    assert re.search(r"^\[train:gpu0:0\] train: epoch 8/8 .* world 1", out, re.M), out[-3000:]
-    assert re.search(r"^\[train:gpu1\] its agent (exited|ended) with (exit )?code", out, re.M), out[-3000:]
+    assert re.search(r"^\[train:gpu0:0\] train: epoch 12/12 .* world 2", out, re.M), out[-3000:]
     # Rank 0 saved into the run's directory on its machine; model and checkpoint came back.
     back = re.search(r"^train: model copied back from gpu0:(\S+) to (\S+)$", out, re.M)
     assert back is not None, out[-3000:]
@@ -175,12 +187,12 @@ def test_two_ssh_hosts_on_one_lan_train_and_one_killed_leaves_the_other_to_finis
     checkpoint = re.search(r"^train: checkpoint copied back from gpu0:\S+ to (\S+)$", out, re.M)
     assert checkpoint is not None, out[-3000:]
     state = torch.load(checkpoint[1], map_location="cpu", weights_only=True)
-    assert state["epoch"] == 8
+    assert state["epoch"] == 12
     report = re.search(r"^train: report (\S+) and (\S+)$", out, re.M)
     assert report is not None, out[-3000:]
     assert Path(report[1]).parent == Path(checkpoint[1]).parent.parent  # one run directory
     figures = json.loads(Path(report[1]).read_text())
-    assert figures["figures"]["world_size"]["value"] == 1
+    assert figures["figures"]["world_size"]["value"] == 2
     assert Path(report[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Nothing is left: no record, no process in either host's namespace but its sshd.
     assert StateStore(tmp_path / "home").names() == []
@@ -364,6 +376,66 @@ def test_two_labs_joined_only_by_the_wireguard_mesh_train_together(
             ["ip", "-n", host.netns, "-o", "link"], capture_output=True, text=True, check=True
         )
         assert "fdwg" not in links.stdout
+    _assert_only_sshd_left(two_labs)
+
+
+def test_a_robot_killed_while_the_mesh_is_up_leaves_it_to_down(
+    ssh_lab: SSHLab, two_labs: list[LabHost], wheel_cache: Path, tmp_path: Path, robot_domain: int
+) -> None:
+    """SIGKILL the robot's `train` once both machines' mesh is up: the record names each mesh
+    interface, and `fogros-dist down` removes wireguard-go, the interface and the firewall table."""
+    if shutil.which("wireguard-go") is None or shutil.which("wg") is None or shutil.which("nft") is None:
+        pytest.skip("needs wireguard-go, wireguard-tools and nftables (make system-deps installs them)")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(host.known_hosts_line() for host in two_labs))
+    machines = {
+        f"lab{i}": ssh_options(ssh_lab, host, known_hosts, ros_setup="none")
+        for i, host in enumerate(two_labs)
+    }
+    fleet = _fleet_file(tmp_path / "fleet.toml", "twolabs", machines, "ssh")
+    env = _env(tmp_path, wheel_cache, robot_domain)
+    argv = [*CLI, "train", "grasp", "--on", str(fleet), "--vpn", "wireguard", *SMALL]
+    popen = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert popen.stderr is not None
+    seen: list[str] = []
+    try:
+        for line in popen.stderr:
+            seen.append(line)
+            if re.match(r"^train: mesh lab1: ", line):
+                break
+        else:
+            raise AssertionError("".join(seen)[-4000:])
+    finally:
+        popen.kill()
+        popen.wait()
+    store = StateStore(tmp_path / "home")
+    recorded = {
+        h.machine: dict(h.env).get("FOGROS_MESH_INTERFACE", "") for h in store.load("twolabs-train").hosts
+    }
+    assert sorted(recorded) == ["lab0", "lab1"]
+    assert all(v.startswith("fdwg") for v in recorded.values()), recorded
+    for host in two_labs:  # still up: nobody took it down
+        links = subprocess.run(
+            ["ip", "-n", host.netns, "-o", "link"], capture_output=True, text=True, check=True
+        )
+        assert "fdwg" in links.stdout
+    down = subprocess.run(
+        [*CLI, "down", "twolabs-train"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert down.returncode == 0, down.stdout + down.stderr
+    for host in two_labs:
+        links = subprocess.run(
+            ["ip", "-n", host.netns, "-o", "link"], capture_output=True, text=True, check=True
+        )
+        assert "fdwg" not in links.stdout, (host.name, links.stdout)
+        tables = subprocess.run(
+            ["ip", "netns", "exec", host.netns, "nft", "list", "tables"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "fdwg" not in tables.stdout, (host.name, tables.stdout)
+    assert store.names() == []
     _assert_only_sshd_left(two_labs)
 
 
