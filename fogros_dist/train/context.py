@@ -6,10 +6,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fogros_dist.errors import ConfigError
 
-__all__ = ["DistContext", "init_process_group"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+
+__all__ = ["DistContext", "init_process_group", "join_run"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,3 +87,16 @@ def init_process_group(context: DistContext, *, use_cuda: bool) -> str:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return backend
+
+
+def join_run(context: DistContext, device: torch.device, report: Callable[[str], None]) -> torch.device:
+    """A rank's start, whatever the workload: its own GPU (``LOCAL_RANK``) where it trains on CUDA,
+    the process group joined, and the line ``train: on cuda:1, rank 3 of 4 (nccl)``; the device."""
+    import torch
+
+    if device.type == "cuda" and context.distributed:
+        device = torch.device("cuda", context.local_rank % torch.cuda.device_count())
+    backend = init_process_group(context, use_cuda=device.type == "cuda")
+    where = f", rank {context.rank} of {context.world_size} ({backend})" if context.distributed else ""
+    report(f"train: on {device}{where}")
+    return device

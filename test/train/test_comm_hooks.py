@@ -129,6 +129,9 @@ def _spawn_two_ranks(function: Any, *args: Any) -> None:
 
 def _join(rank: int, port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+    # Loopback, whatever this host's name resolves to meanwhile (the suite's namespaces and bridges
+    # come and go; once, gloo aborted its process while connecting the pair).
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
 

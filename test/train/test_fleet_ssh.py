@@ -49,6 +49,17 @@ def _fleet_file(path: Path, name: str, machines: dict[str, dict[str, OptionValue
     return path
 
 
+def _ssh_fleet(ssh_lab: SSHLab, hosts: list[LabHost], tmp_path: Path, *, name: str, prefix: str) -> Path:
+    """A fleet file of ``hosts`` as SSH machines ``<prefix>0``, ``<prefix>1`` ..., their keys trusted."""
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("".join(host.known_hosts_line() for host in hosts))
+    machines = {
+        f"{prefix}{i}": ssh_options(ssh_lab, host, known_hosts, ros_setup="none")
+        for i, host in enumerate(hosts)
+    }
+    return _fleet_file(tmp_path / "fleet.toml", name, machines, "ssh")
+
+
 @pytest.fixture(scope="module")
 def lan_hosts(ssh_lab: SSHLab) -> Iterator[list[LabHost]]:
     """Two SSH hosts on one shared subnet."""
@@ -138,13 +149,7 @@ def test_two_ssh_hosts_on_one_lan_train_and_one_killed_rejoins_from_the_checkpoi
     it, every round after the kill resumes from rank 0's checkpoint, and the run finishes at world
     2; model and checkpoint come back, nothing is left anywhere. (A round that goes on alone is
     test_local_fleet.py's kill test.)"""
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text("".join(host.known_hosts_line() for host in lan_hosts))
-    machines = {
-        f"gpu{i}": ssh_options(ssh_lab, host, known_hosts, ros_setup="none")
-        for i, host in enumerate(lan_hosts)
-    }
-    fleet = _fleet_file(tmp_path / "fleet.toml", "lanfleet", machines, "ssh")
+    fleet = _ssh_fleet(ssh_lab, lan_hosts, tmp_path, name="lanfleet", prefix="gpu")
     env = _env(tmp_path, wheel_cache, robot_domain)
     # Epochs of a second or more here, so that the kill lands mid-run and the rejoin before its end.
     argv = [*CLI, "train", "grasp", "--on", str(fleet), "--nodes", "1:2", "--max-restarts", "2",
@@ -210,13 +215,7 @@ def test_a_labs_bags_reach_both_ssh_hosts_by_delta_sync_once_and_the_policy_trai
     write_lab_bags(bags, count=8)
     before = snapshot(bags)
     files = sum(1 for p in bags.rglob("*") if p.is_file())
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text("".join(host.known_hosts_line() for host in lan_hosts))
-    machines = {
-        f"gpu{i}": ssh_options(ssh_lab, host, known_hosts, ros_setup="none")
-        for i, host in enumerate(lan_hosts)
-    }
-    fleet = _fleet_file(tmp_path / "fleet.toml", "bagfleet", machines, "ssh")
+    fleet = _ssh_fleet(ssh_lab, lan_hosts, tmp_path, name="bagfleet", prefix="gpu")
     env = _env(tmp_path, wheel_cache, robot_domain)
     argv = [*CLI, "train", "policy", "--on", str(fleet), "--bag-dir", str(bags),
             "--obs-topic", STATE_TOPIC, "--obs-fields", "position[0],position[1],velocity[0],velocity[1]",
@@ -349,13 +348,7 @@ def test_two_labs_joined_only_by_the_wireguard_mesh_train_together(
     first, second = two_labs
     # The robot reaches both; they do not reach each other (the router passes only WireGuard's UDP).
     assert not _tcp_reaches(first.netns, second.address, 22)
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text("".join(host.known_hosts_line() for host in two_labs))
-    machines = {
-        f"lab{i}": ssh_options(ssh_lab, host, known_hosts, ros_setup="none")
-        for i, host in enumerate(two_labs)
-    }
-    fleet = _fleet_file(tmp_path / "fleet.toml", "twolabs", machines, "ssh")
+    fleet = _ssh_fleet(ssh_lab, two_labs, tmp_path, name="twolabs", prefix="lab")
     env = _env(tmp_path, wheel_cache, robot_domain)
     done = _train(env, "--on", str(fleet), "--vpn", "wireguard", *SMALL, "--json")
     out = done.stdout + done.stderr
@@ -386,13 +379,7 @@ def test_a_robot_killed_while_the_mesh_is_up_leaves_it_to_down(
     interface, and `fogros-dist down` removes wireguard-go, the interface and the firewall table."""
     if shutil.which("wireguard-go") is None or shutil.which("wg") is None or shutil.which("nft") is None:
         pytest.skip("needs wireguard-go, wireguard-tools and nftables (make system-deps installs them)")
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text("".join(host.known_hosts_line() for host in two_labs))
-    machines = {
-        f"lab{i}": ssh_options(ssh_lab, host, known_hosts, ros_setup="none")
-        for i, host in enumerate(two_labs)
-    }
-    fleet = _fleet_file(tmp_path / "fleet.toml", "twolabs", machines, "ssh")
+    fleet = _ssh_fleet(ssh_lab, two_labs, tmp_path, name="twolabs", prefix="lab")
     env = _env(tmp_path, wheel_cache, robot_domain)
     argv = [*CLI, "train", "grasp", "--on", str(fleet), "--vpn", "wireguard", *SMALL]
     popen = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

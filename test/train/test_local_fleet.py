@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fleet_processes import training_processes
 
 pytest.importorskip("torch")
 
@@ -37,22 +38,6 @@ def _train(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.
     return subprocess.run(
         [*CLI, "train", "grasp", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def _leftovers(marker: str) -> list[str]:
-    """Processes whose command line holds ``marker`` (the test's own state home)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in environ and ("torch.distributed.run" in cmdline or "train.worker" in cmdline):
-            found.append(f"{entry.name}: {cmdline}")
-    return found
 
 
 def test_two_local_machines_train_grasp_data_parallel_and_save_once(
@@ -86,7 +71,7 @@ def test_two_local_machines_train_grasp_data_parallel_and_save_once(
     assert 0.0 < metrics["heldout_accuracy"] <= 1.0
     assert model.is_file()
     assert len(list(tmp_path.glob("grasp*.pt*"))) == 1  # rank 0 alone wrote it
-    assert _leftovers(env["FOGROS_DIST_HOME"]) == []
+    assert training_processes(env["FOGROS_DIST_HOME"]) == []
 
 
 def test_a_rank_that_fails_is_one_root_cause_line_and_nothing_is_left(env: dict[str, str]) -> None:
@@ -100,7 +85,7 @@ def test_a_rank_that_fails_is_one_root_cause_line_and_nothing_is_left(env: dict[
         last,
     ), done.stderr
     assert "Traceback" not in last
-    assert _leftovers(env["FOGROS_DIST_HOME"]) == []
+    assert training_processes(env["FOGROS_DIST_HOME"]) == []
 
 
 def test_ctrl_c_stops_every_agent_and_worker(env: dict[str, str]) -> None:
@@ -120,7 +105,7 @@ def test_ctrl_c_stops_every_agent_and_worker(env: dict[str, str]) -> None:
         if "train: epoch 1/50" in line:
             break
         assert time.monotonic() < deadline, "".join(seen)
-    assert _leftovers(env["FOGROS_DIST_HOME"]), "the run's processes should be up"
+    assert training_processes(env["FOGROS_DIST_HOME"]), "the run's processes should be up"
     popen.send_signal(signal.SIGINT)
     try:
         popen.wait(timeout=60)
@@ -131,9 +116,9 @@ def test_ctrl_c_stops_every_agent_and_worker(env: dict[str, str]) -> None:
     assert popen.returncode == 130, "".join(seen) + rest
     assert "fogros-dist: interrupted" in rest
     deadline = time.monotonic() + 15
-    while _leftovers(env["FOGROS_DIST_HOME"]) and time.monotonic() < deadline:
+    while training_processes(env["FOGROS_DIST_HOME"]) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _leftovers(env["FOGROS_DIST_HOME"]) == []
+    assert training_processes(env["FOGROS_DIST_HOME"]) == []
 
 
 @pytest.mark.parametrize(
@@ -231,7 +216,7 @@ def test_a_machine_killed_mid_run_leaves_the_rest_to_finish_from_the_checkpoint(
     metrics = json.loads(out)
     assert metrics["world_size"] == 2.0
     assert model.is_file()
-    assert _leftovers(env["FOGROS_DIST_HOME"]) == []
+    assert training_processes(env["FOGROS_DIST_HOME"]) == []
 
 
 def test_two_and_three_machines_reach_one_machines_held_out_accuracy(

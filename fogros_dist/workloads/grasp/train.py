@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fogros_dist.train.checkpoint import Checkpointer
-from fogros_dist.train.context import DistContext, init_process_group
+from fogros_dist.train.context import DistContext, join_run
 from fogros_dist.train.epoch_loop import across_ranks, epoch_line, unwrapped
 from fogros_dist.workloads.device import resolve_device
 from fogros_dist.workloads.grasp.dataset import (
@@ -341,12 +341,7 @@ def run_training(
         f"{len(test_samples)} held-out, in {data_seconds:.1f} s"
     )
     context = context or DistContext()
-    device = resolve_device(settings.device)
-    if device.type == "cuda" and context.distributed:
-        device = torch.device("cuda", context.local_rank % torch.cuda.device_count())
-    backend = init_process_group(context, use_cuda=device.type == "cuda")
-    where = f", rank {context.rank} of {context.world_size} ({backend})" if context.distributed else ""
-    report(f"train: on {device}{where}")
+    device = join_run(context, resolve_device(settings.device), report)
     model = GQCNN(settings.model).to(device)
     train_started = time.perf_counter()
     dataset = GraspDataset(train_samples, augment=True, seed=settings.optim.seed)

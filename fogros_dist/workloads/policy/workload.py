@@ -486,16 +486,12 @@ class _Fleet:
         from dataclasses import replace
 
         from fogros_dist.train.checkpoint import Checkpointer
-        from fogros_dist.train.context import init_process_group
+        from fogros_dist.train.context import join_run
         from fogros_dist.train.data_parallel import data_parallel
         from fogros_dist.workloads.policy.train import train_policy
 
         context = self.context
-        if device.type == "cuda" and context.distributed:
-            device = torch.device("cuda", context.local_rank % torch.cuda.device_count())
-        backend = init_process_group(context, use_cuda=device.type == "cuda")
-        where = f", rank {context.rank} of {context.world_size} ({backend})" if context.distributed else ""
-        report(f"train: on {device}{where}")
+        device = join_run(context, device, report)
         model.to(device)
         trained: nn.Module = model
         meter: CommMeter | None = None

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fleet_processes import training_processes
 from lab_bags import CMD_TOPIC, STATE_TOPIC, snapshot, write_lab_bags
 
 CLI = [sys.executable, "-m", "fogros_dist.cli.main"]
@@ -36,22 +37,6 @@ def env(tmp_path: Path) -> dict[str, str]:
 def _train(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     argv = [*CLI, "train", "policy", *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
-
-
-def _workers_left(marker: str) -> list[str]:
-    """torchrun agents or workers whose environment holds ``marker`` (the test's state home)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in environ and ("torch.distributed.run" in cmdline or "train.worker" in cmdline):
-            found.append(f"{entry.name}: {cmdline}")
-    return found
 
 
 def test_two_local_machines_train_a_labs_bags_as_well_as_one_and_leave_them_untouched(
@@ -99,7 +84,7 @@ def test_two_local_machines_train_a_labs_bags_as_well_as_one_and_leave_them_unto
     # Rank 0 alone wrote the policy; the lab's folder is as it was.
     assert sorted(p.name for p in tmp_path.glob("*.pt*")) == ["one.pt", "two.pt"]
     assert snapshot(bags) == before
-    assert _workers_left(env["FOGROS_DIST_HOME"]) == []
+    assert training_processes(env["FOGROS_DIST_HOME"]) == []
 
 
 @pytest.mark.parametrize(
@@ -127,4 +112,4 @@ def test_bad_data_options_on_a_fleet_are_one_line_and_nothing_is_left(
         rf"fogros-dist: error: training failed: machine local-\d, rank \d, exit code 1: .*{expected}", last
     ), last
     assert not (tmp_path / "demo").exists()
-    assert _workers_left(env["FOGROS_DIST_HOME"]) == []
+    assert training_processes(env["FOGROS_DIST_HOME"]) == []
