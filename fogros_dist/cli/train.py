@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,22 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse the workload's own options, train, and print its metrics."""
+    if threading.current_thread() is not threading.main_thread():
+        return _run(args)  # signals reach the main thread only: its owner handles them
+    # Ctrl-C, and the SIGTERM `fogros-dist down` sends a fleet run's supervisor, end the run
+    # through the one cleanup (every agent stopped, the fleet torn down), as `up` does: also when
+    # this process was started with SIGINT ignored (a background job of a script, a CI runner).
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        return _run(args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     workload = get_workload(args.workload)
     parser = argparse.ArgumentParser(
         prog=f"fogros-dist train {workload.name}", description=workload.description

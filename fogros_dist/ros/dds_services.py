@@ -69,6 +69,10 @@ __all__ = [
 ]
 
 _log = module_logger(__name__)
+# cyclonedds-python turns each matched endpoint's QoS into Python through calls that seem not to be
+# safe from several threads at once: concurrent calls of one service (the bridge runs each on a
+# thread) once failed with "Callfunc cqos errored". One thread at a time asks.
+_MATCHED_DATA = threading.Lock()
 
 # rmw_qos_profile_services_default: reliable, volatile, keep last 10.
 SERVICE_QOS = QosSpec(reliability="reliable", durability="volatile", depth=10)
@@ -482,6 +486,10 @@ class DdsServiceClient:
         (rmw_service_server_is_available); False once closed."""
         if self._closed.is_set():
             return False
+        with _MATCHED_DATA:
+            return self._server_matched()
+
+    def _server_matched(self) -> bool:
         try:
             readers = self._writer.get_matched_subscriptions()
             writers = self._loop.reader.get_matched_publications()
