@@ -34,6 +34,15 @@ def _two_hosts(name: str, first: dict[str, OptionValue], second: dict[str, Optio
     return replace(spec, machines=(*spec.machines, other))
 
 
+def _robot(monkeypatch: pytest.MonkeyPatch, wheel_cache: Path, tmp_path: Path) -> StateStore:
+    """The robot's state store, its wheel cache the session's, and its code what it was when the
+    test began (a checkout edited meanwhile would rightly reinstall fogros_dist on the hosts)."""
+    monkeypatch.setenv("FOGROS_DIST_CACHE", str(wheel_cache))
+    snapshot = selfwheel.package_files()
+    monkeypatch.setattr(selfwheel, "package_files", lambda: snapshot)
+    return StateStore(tmp_path / "home")
+
+
 def _index(stages: list[Stage], machine: str, stage: str) -> int:
     return next(i for i, s in enumerate(stages) if s.machine == machine and s.stage == stage)
 
@@ -49,10 +58,7 @@ def test_two_ssh_hosts_are_provisioned_at_the_same_time_and_recorded_in_spec_ord
     robot_domain: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("FOGROS_DIST_CACHE", str(wheel_cache))
-    snapshot = selfwheel.package_files()
-    monkeypatch.setattr(selfwheel, "package_files", lambda: snapshot)
-    store = StateStore(tmp_path / "home")
+    store = _robot(monkeypatch, wheel_cache, tmp_path)
     spec = _two_hosts(
         "ssh-parallel", ssh_options(ssh_lab, alpha, known_hosts), ssh_options(ssh_lab, beta, known_hosts)
     )
@@ -114,10 +120,7 @@ def test_a_cancel_while_both_hosts_install_stops_both_installs_and_removes_the_r
     robot_domain: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("FOGROS_DIST_CACHE", str(wheel_cache))
-    snapshot = selfwheel.package_files()
-    monkeypatch.setattr(selfwheel, "package_files", lambda: snapshot)
-    store = StateStore(tmp_path / "home")
+    store = _robot(monkeypatch, wheel_cache, tmp_path)
     # Remote dirs of their own: nothing is installed there, so both installs really run.
     fresh = {name: tmp_path / f"fresh-{name}" for name in ("a", "b")}
     spec = _two_hosts(
