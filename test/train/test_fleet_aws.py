@@ -32,7 +32,7 @@ from fogros_dist.train.fleet_run import fleet_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "providers" / "aws"))
 
-from aws_test_helpers import ROBOT_CIDR, context, ec2_client, host_of, machine, tagged
+from aws_test_helpers import ROBOT_CIDR, context, ec2_client, group, host_of, instance_groups, machine, tagged
 
 _AWS_TESTS = Path(__file__).resolve().parents[1] / "providers" / "aws"
 
@@ -247,19 +247,6 @@ def test_train_refuses_a_fleet_with_no_network_before_anything_exists(
 # -- provisioning the spec through the real AWSProvider against moto -------------------------------
 
 
-def _group(client: Any, name: str) -> dict[str, Any] | None:
-    groups = client.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])[
-        "SecurityGroups"
-    ]
-    assert len(groups) <= 1, groups
-    return dict(groups[0]) if groups else None
-
-
-def _instance_groups(client: Any, instance_id: str) -> set[str]:
-    (instance,) = client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
-    return {g["GroupId"] for g in instance["SecurityGroups"]}
-
-
 def _rules(group: dict[str, Any]) -> list[tuple[str, int, int, tuple[str, ...]]]:
     return sorted(
         (
@@ -296,7 +283,7 @@ def test_a_fleet_without_a_vpn_trains_inside_one_fleet_group(
     spec = _spec(_fleet(deployment, _aws("head"), _aws("worker")), "none", tmp_path)
     launched = _launch(spec, tmp_path)
 
-    fleet = _group(client, fleet_group_name(spec.name))
+    fleet = group(client, fleet_group_name(spec.name))
     assert fleet is not None
     # Its only rule: every protocol (gloo's ports, the c10d store on bridge port + 1) from itself.
     (rule,) = fleet["IpPermissions"]
@@ -306,10 +293,10 @@ def test_a_fleet_without_a_vpn_trains_inside_one_fleet_group(
     assert not rule.get("Ipv6Ranges")
     assert not rule.get("PrefixListIds")
     for one in launched:
-        own = _group(client, f"fogros_dist-{spec.name}-{one.ref.machine}")
+        own = group(client, f"fogros_dist-{spec.name}-{one.ref.machine}")
         assert own is not None
         assert _rules(own) == [("tcp", 22, 22, (ROBOT_CIDR,)), ("tcp", 7447, 7447, (ROBOT_CIDR,))]
-        assert _instance_groups(client, one.instance_id) == {own["GroupId"], fleet["GroupId"]}
+        assert instance_groups(client, one.instance_id) == {own["GroupId"], fleet["GroupId"]}
 
     _release(launched)
     assert tagged(client, spec.name) == {}
@@ -323,16 +310,16 @@ def test_a_fleet_on_wireguard_admits_the_mesh_port_from_the_robot_only(
     port = default_listen_port(spec.name)
     launched = _launch(spec, tmp_path)
 
-    assert _group(client, fleet_group_name(spec.name)) is None
+    assert group(client, fleet_group_name(spec.name)) is None
     for one in launched:
-        own = _group(client, f"fogros_dist-{spec.name}-{one.ref.machine}")
+        own = group(client, f"fogros_dist-{spec.name}-{one.ref.machine}")
         assert own is not None
         assert _rules(own) == [
             ("tcp", 22, 22, (ROBOT_CIDR,)),
             ("tcp", 7447, 7447, (ROBOT_CIDR,)),
             ("udp", port, port, (ROBOT_CIDR,)),
         ]
-        assert _instance_groups(client, one.instance_id) == {own["GroupId"]}
+        assert instance_groups(client, one.instance_id) == {own["GroupId"]}
     every_range = [
         r.get("CidrIp", r.get("CidrIpv6"))
         for g in client.describe_security_groups(
@@ -357,7 +344,7 @@ def test_the_mesh_port_is_reconciled_like_the_tcp_rules(
     own_name = f"fogros_dist-{name}-head"
     peers = "198.51.100.0/24"
     first = provider.launch(_aws("head", udp_ports="51820"), context(tmp_path, name))
-    own = _group(client, own_name)
+    own = group(client, own_name)
     assert own is not None
     # Someone opened a UDP range to the internet by hand; the next up takes it away again.
     client.authorize_security_group_ingress(
@@ -373,13 +360,13 @@ def test_the_mesh_port_is_reconciled_like_the_tcp_rules(
     )
     assert again.reused
     assert again.instance_id == first.instance_id
-    own = _group(client, own_name)
+    own = group(client, own_name)
     assert own is not None
     both = tuple(sorted((ROBOT_CIDR, peers)))
     assert _rules(own) == [("tcp", 22, 22, both), ("tcp", 7447, 7447, both), ("udp", 51999, 51999, both)]
     # And without a mesh (the same fleet trained with --vpn none) no UDP port is left open.
     provider.launch(_aws("head"), context(tmp_path, name))
-    own = _group(client, own_name)
+    own = group(client, own_name)
     assert own is not None
     assert _rules(own) == [("tcp", 22, 22, (ROBOT_CIDR,)), ("tcp", 7447, 7447, (ROBOT_CIDR,))]
 

@@ -96,3 +96,18 @@ def tagged(client: Any, deployment: str = "") -> dict[str, list[str]]:
     volumes = [v["VolumeId"] for v in client.describe_volumes(Filters=tag)["Volumes"]]
     found = {"instances": instances, "security_groups": groups, "key_pairs": keys, "volumes": volumes}
     return {kind: ids for kind, ids in found.items() if ids}
+
+
+def group(client: Any, name: str) -> dict[str, Any] | None:
+    """The security group named ``name`` as moto holds it, or None."""
+    groups = client.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])[
+        "SecurityGroups"
+    ]
+    assert len(groups) <= 1, groups
+    return dict(groups[0]) if groups else None
+
+
+def instance_groups(client: Any, instance_id: str) -> set[str]:
+    """The ids of the security groups ``instance_id`` is in."""
+    (instance,) = client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
+    return {g["GroupId"] for g in instance["SecurityGroups"]}

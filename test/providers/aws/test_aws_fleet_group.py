@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_test_helpers import ROBOT_CIDR, TAG_KEYS, context, ec2_client, host_of, machine, tagged
+from aws_test_helpers import (
+    ROBOT_CIDR,
+    TAG_KEYS,
+    context,
+    ec2_client,
+    group,
+    host_of,
+    instance_groups,
+    machine,
+    tagged,
+)
 
 from fogros_dist.errors import ConfigError
 from fogros_dist.providers.aws.config import caller_owner, parse_options
@@ -22,19 +32,6 @@ from fogros_dist.providers.aws.provider import AWSProvider, LaunchedInstance
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
-
-
-def _group(client: Any, name: str) -> dict[str, Any] | None:
-    groups = client.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])[
-        "SecurityGroups"
-    ]
-    assert len(groups) <= 1, groups
-    return dict(groups[0]) if groups else None
-
-
-def _instance_groups(client: Any, instance_id: str) -> set[str]:
-    (instance,) = client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
-    return {g["GroupId"] for g in instance["SecurityGroups"]}
 
 
 def _assert_only_itself(group: dict[str, Any]) -> None:
@@ -64,7 +61,7 @@ def test_two_machines_share_one_fleet_group_that_admits_only_itself(
     client = ec2_client()
     head, worker = _launch_pair(tmp_path, deployment)
 
-    fleet = _group(client, fleet_group_name(deployment))
+    fleet = group(client, fleet_group_name(deployment))
     assert fleet is not None
     _assert_only_itself(fleet)
     tags = _tags(fleet)
@@ -82,7 +79,7 @@ def test_two_machines_share_one_fleet_group_that_admits_only_itself(
     )
 
     for launched in (head, worker):
-        own = _group(client, f"fogros_dist-{deployment}-{launched.ref.machine}")
+        own = group(client, f"fogros_dist-{deployment}-{launched.ref.machine}")
         assert own is not None
         # The machine's own group is unchanged: SSH and the bridge port from the robot only.
         rules = sorted(
@@ -91,16 +88,16 @@ def test_two_machines_share_one_fleet_group_that_admits_only_itself(
         )
         assert rules == [("tcp", 22, 22, (ROBOT_CIDR,)), ("tcp", 7447, 7447, (ROBOT_CIDR,))]
         assert all(not p.get("UserIdGroupPairs") for p in own["IpPermissions"])
-        assert _instance_groups(client, launched.instance_id) == {own["GroupId"], fleet["GroupId"]}
+        assert instance_groups(client, launched.instance_id) == {own["GroupId"], fleet["GroupId"]}
 
     # One after another (as teardown does): the first leaves it to the second, and says nothing
     # is left of itself; the second, the deployment's last instance, deletes it.
     provider = AWSProvider()
     provider.terminate(host_of(head))
-    assert _group(client, fleet_group_name(deployment)) is not None
+    assert group(client, fleet_group_name(deployment)) is not None
     assert provider.remaining(host_of(head)) == ()
     provider.terminate(host_of(worker))
-    assert _group(client, fleet_group_name(deployment)) is None
+    assert group(client, fleet_group_name(deployment)) is None
     assert provider.remaining(host_of(worker)) == ()
     assert tagged(client, deployment) == {}
 
@@ -128,7 +125,7 @@ def test_machines_terminated_in_parallel_leave_no_fleet_group(
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads)
     assert failures == []
-    assert _group(client, fleet_group_name(deployment)) is None
+    assert group(client, fleet_group_name(deployment)) is None
     assert [provider.remaining(host_of(one)) for one in launched] == [(), ()]
     assert tagged(client, deployment) == {}
 
@@ -139,10 +136,10 @@ def test_a_machine_without_fleet_group_gets_none(
     client = ec2_client()
     provider = AWSProvider()
     launched = provider.launch(machine(instance_type="t3.micro"), context(tmp_path, deployment))
-    assert _group(client, fleet_group_name(deployment)) is None
-    own = _group(client, f"fogros_dist-{deployment}-gpu")
+    assert group(client, fleet_group_name(deployment)) is None
+    own = group(client, f"fogros_dist-{deployment}-gpu")
     assert own is not None
-    assert _instance_groups(client, launched.instance_id) == {own["GroupId"]}
+    assert instance_groups(client, launched.instance_id) == {own["GroupId"]}
     provider.terminate(host_of(launched))
     assert tagged(client, deployment) == {}
 
@@ -180,11 +177,11 @@ def test_a_stray_rule_in_the_fleet_group_is_revoked(
     launched = provider.launch(
         machine(instance_type="t3.micro", fleet_group=True), context(tmp_path, deployment)
     )
-    fleet = _group(client, fleet_group_name(deployment))
+    fleet = group(client, fleet_group_name(deployment))
     assert fleet is not None
     assert fleet["GroupId"] == group_id  # reconciled, not replaced
     _assert_only_itself(fleet)
-    assert group_id in _instance_groups(client, launched.instance_id)
+    assert group_id in instance_groups(client, launched.instance_id)
     provider.terminate(host_of(launched))
     assert tagged(client, deployment) == {}
 
@@ -201,11 +198,11 @@ def test_a_reused_instance_joins_the_fleet_group(
     )
     assert second.reused
     assert second.instance_id == first.instance_id
-    fleet = _group(client, fleet_group_name(deployment))
-    own = _group(client, f"fogros_dist-{deployment}-gpu")
+    fleet = group(client, fleet_group_name(deployment))
+    own = group(client, f"fogros_dist-{deployment}-gpu")
     assert fleet is not None
     assert own is not None
-    assert _instance_groups(client, first.instance_id) == {own["GroupId"], fleet["GroupId"]}
+    assert instance_groups(client, first.instance_id) == {own["GroupId"], fleet["GroupId"]}
     provider.terminate(host_of(second))
     assert tagged(client, deployment) == {}
 
@@ -234,7 +231,7 @@ def test_the_fleet_group_is_left_over_until_deleted(
     )
     provider.terminate(host)
     assert provider.remaining(host) == ()
-    assert _group(client, fleet_group_name(deployment)) is None
+    assert group(client, fleet_group_name(deployment)) is None
 
 
 def test_reclaim_leaves_the_fleet_group_to_the_last_machine(
@@ -247,7 +244,7 @@ def test_reclaim_leaves_the_fleet_group_to_the_last_machine(
         name: machine(name=name, instance_type="t3.micro", fleet_group=True) for name in ("head", "worker")
     }
     assert provider.reclaim(spec["head"], deployment=deployment) == ()
-    assert _group(client, fleet_group_name(deployment)) is not None  # the worker still holds it
+    assert group(client, fleet_group_name(deployment)) is not None  # the worker still holds it
     assert provider.reclaim(spec["worker"], deployment=deployment) == ()
     assert tagged(client, deployment) == {}
 
