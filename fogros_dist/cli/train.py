@@ -100,6 +100,13 @@ def _run(args: argparse.Namespace) -> int:
         action="store_true",
         help="split --batch-size across the ranks instead of scaling the learning rate",
     )
+    fleet.add_argument(
+        "--target",
+        default=None,
+        metavar="METRIC=VALUE",
+        help="the run report's time to target: e.g. heldout_accuracy=0.85 (from the held-out "
+        "evaluation after each epoch) or loss=0.3",
+    )
     parser.add_argument(
         "--serve-to",
         default=None,
@@ -108,6 +115,13 @@ def _run(args: argparse.Namespace) -> int:
     )
     own = parser.parse_args(args.workload_args)
     serve_to = _serve_target(own.serve_to) if own.serve_to is not None else None
+    if own.target is not None:
+        if own.nodes is None and own.on is None:
+            msg = f"--target {own.target} needs --nodes or --on: only a fleet run writes a run report"
+            raise ConfigError(msg)
+        from fogros_dist.train.run_report import TargetMetric
+
+        TargetMetric.parse(own.target)  # a bad target is one line before any agent starts
     if own.comm_hook != "none":
         if own.nodes is None and own.on is None:
             msg = f"--comm-hook {own.comm_hook} needs --nodes or --on: one process sends no gradients"
@@ -151,6 +165,7 @@ _FLEET_OPTIONS = {
     "--json": 0,
     "--serve-to": 1,
     "--vpn": 1,
+    "--target": 1,
 }
 
 
@@ -240,7 +255,7 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> Fle
         run = run_fleet(
             fleet=fleet, workload_argv=worker_argv, options=options, echo=echo, vpn=own.vpn, run_dir=run_dir
         )
-        _write_report(name, run, fleet.machines, run_dir)
+        _write_report(name, run, fleet.machines, run_dir, own.target)
         return run
     if own.vpn != "none":
         msg = f"--vpn {own.vpn} needs --on FLEET: Local machines share this host's network already"
@@ -254,14 +269,17 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> Fle
     )
     run = run_local_fleet(workload_argv=worker_argv, options=options, run_dir=run_dir, echo=echo)
     local = tuple(MachineSpec(name=f"local-{i}") for i in range(options.nodes.maximum))
-    _write_report(name, run, local, run_dir)
+    _write_report(name, run, local, run_dir, own.target)
     return run
 
 
-def _write_report(name: str, run: FleetRun, machines: tuple[MachineSpec, ...], run_dir: Path) -> None:
-    """The run's report (figures with their sources, cost, CO2e) as JSON and PNG in ``run_dir``."""
+def _write_report(
+    name: str, run: FleetRun, machines: tuple[MachineSpec, ...], run_dir: Path, target: str | None
+) -> None:
+    """The run's report (figures with their sources, cost, CO2e) as JSON and PNG in ``run_dir``,
+    and the time to ``target`` (``--target``) on the terminal."""
     from fogros_dist.train.footprint import footprint_of
-    from fogros_dist.train.run_report import RunReport, parse_progress
+    from fogros_dist.train.run_report import RunReport, TargetMetric, parse_progress
 
     footprints = []
     for machine in machines:
@@ -281,9 +299,18 @@ def _write_report(name: str, run: FleetRun, machines: tuple[MachineSpec, ...], r
         machines=footprints,
         seconds=run.seconds,
         title=f"{name}, {len(machines)} machine(s)",
+        target=TargetMetric.parse(target) if target is not None else None,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     report.write(run_dir / "report.json", run_dir / "report.png")
+    if report.target is not None:
+        reached = report.time_to_target()
+        when = (
+            f"{reached['value']:.1f} s of training (epoch {reached['epoch']})"
+            if reached["value"] is not None
+            else reached["why"]
+        )
+        print(f"train: time to {report.target.describe()}: {when}", file=sys.stderr, flush=True)
     print(
         f"train: report {run_dir / 'report.json'} and {run_dir / 'report.png'}", file=sys.stderr, flush=True
     )

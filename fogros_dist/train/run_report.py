@@ -16,7 +16,7 @@ import math
 import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +33,11 @@ _EPOCH_LINE = re.compile(
     r"train: epoch (?P<epoch>\d+)/(?P<epochs>\d+) step (?P<step>\d+) loss (?P<loss>\S+) "
     r"(?P<sps>\S+) samples/s world (?P<world>\d+)"
     r"(?: \((?P<seconds>\S+) s\))?\s*$"
+)
+# epoch_loop.heldout_line's: the held-out metrics measured after an epoch, as name/value pairs.
+_HELDOUT_LINE = re.compile(
+    r"^(?:\[train:(?P<machine>[^\]:\s]+):(?P<rank>\d+)\]\s+)?"
+    r"eval: epoch (?P<epoch>\d+)/(?P<epochs>\d+)(?P<pairs>(?: \S+ \S+)+)\s*$"
 )
 _FINAL = "rank 0's final metrics"
 # What the comm meter (train/comm_meter.py) reports; it gives zeros when it measured no step, which
@@ -113,6 +118,29 @@ class TargetMetric:
             return False
         return value >= self.value if self.resolved_goal == "at_least" else value <= self.value
 
+    @classmethod
+    def parse(cls, text: str) -> TargetMetric:
+        """``heldout_accuracy=0.85`` (or ``loss=0.3``: the goal follows the name), as `fogros-dist
+        train --target` takes it.
+
+        Raises:
+            ConfigError: not NAME=VALUE with a finite number.
+        """
+        from fogros_dist.errors import ConfigError
+
+        name, _, value = text.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not re.fullmatch(r"[A-Za-z_]\w*", name) or not math.isfinite(number):
+            msg = (
+                f"--target {text!r}: expected METRIC=VALUE with a finite number, e.g. heldout_accuracy=0.85 "
+                "or loss=0.3"
+            )
+            raise ConfigError(msg)
+        return cls(name=name, value=number)
+
     def describe(self) -> str:
         """``heldout_accuracy >= 0.9``."""
         return f"{self.name} {'>=' if self.resolved_goal == 'at_least' else '<='} {self.value:g}"
@@ -120,7 +148,8 @@ class TargetMetric:
 
 def parse_progress(lines: Iterable[str]) -> list[EpochRecord]:
     """The epoch records in a run's output: rank 0's epoch lines (or unprefixed ones, from a
-    single-process run), every other line ignored.
+    single-process run), each with the held-out metrics of the ``eval:`` line that follows it,
+    every other line ignored.
 
     After a restart, torchrun's workers resume from the last checkpoint and may repeat an epoch:
     the last report of each epoch is kept, while ``seconds`` counts every epoch's duration in the
@@ -129,6 +158,12 @@ def parse_progress(lines: Iterable[str]) -> list[EpochRecord]:
     by_epoch: dict[int, EpochRecord] = {}
     elapsed: float | None = 0.0
     for raw in lines:
+        heldout = _heldout(raw.strip())
+        if heldout is not None:
+            epoch, metrics = heldout
+            if epoch in by_epoch:
+                by_epoch[epoch] = replace(by_epoch[epoch], heldout=metrics)
+            continue
         match = _EPOCH_LINE.match(raw.strip())
         if match is None or (match["rank"] is not None and int(match["rank"]) != 0):
             continue
@@ -150,6 +185,19 @@ def parse_progress(lines: Iterable[str]) -> list[EpochRecord]:
             duration=duration,
         )
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _heldout(line: str) -> tuple[int, dict[str, float]] | None:
+    """An ``eval:`` line of rank 0 as (epoch, metrics); None for any other line."""
+    match = _HELDOUT_LINE.match(line)
+    if match is None or (match["rank"] is not None and int(match["rank"]) != 0):
+        return None
+    words = match["pairs"].split()
+    try:
+        metrics = {name: float(value) for name, value in zip(words[::2], words[1::2], strict=True)}
+    except ValueError:  # a line that only looks like an eval line
+        return None
+    return int(match["epoch"]), metrics
 
 
 def _known(value: float | int, unit: str, source: str) -> dict[str, Any]:

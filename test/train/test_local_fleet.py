@@ -44,7 +44,9 @@ def test_two_local_machines_train_grasp_data_parallel_and_save_once(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     model = tmp_path / "grasp.pt"
-    done = _train(env, *SMALL, "--out", str(model), "--nodes", "2", "--json")
+    done = _train(
+        env, *SMALL, "--out", str(model), "--nodes", "2", "--json", "--target", "heldout_accuracy=0.5"
+    )
     assert done.returncode == 0, done.stderr
     err = done.stderr
     # Each rank's lines come back prefixed with its machine and rank.
@@ -72,6 +74,28 @@ def test_two_local_machines_train_grasp_data_parallel_and_save_once(
     assert model.is_file()
     assert len(list(tmp_path.glob("grasp*.pt*"))) == 1  # rank 0 alone wrote it
     assert training_processes(env["FOGROS_DIST_HOME"]) == []
+    # Rank 0 evaluates after every epoch; the report pairs each evaluation with its epoch, and the
+    # time to the target is the training time up to the first epoch that met it.
+    assert len(re.findall(r"\[train:local-0:0\] eval: epoch \d/2 heldout_accuracy", err)) == 2, err
+    assert "[train:local-1:1] eval:" not in err
+    (report,) = Path(env["FOGROS_DIST_HOME"]).glob("training/*/report.json")
+    data = json.loads(report.read_text())
+    accuracies = [e["heldout"]["heldout_accuracy"] for e in data["epochs"]]
+    assert len(accuracies) == 2, data["epochs"]
+    assert all(0.0 < a <= 1.0 for a in accuracies), data["epochs"]
+    assert accuracies[-1] == pytest.approx(metrics["heldout_accuracy"], abs=1e-4)
+    reached = data["figures"]["time_to_target"]
+    first = next((i for i, a in enumerate(accuracies) if a >= 0.5), None)
+    said = next(
+        line for line in err.splitlines() if line.startswith("train: time to heldout_accuracy >= 0.5: ")
+    )
+    if first is None:
+        assert reached["value"] is None, reached
+        assert "not reached" in said, said
+    else:
+        assert reached["epoch"] == first + 1, reached
+        assert reached["value"] == pytest.approx(data["epochs"][first]["seconds"]), reached
+        assert said.endswith(f"{reached['value']:.1f} s of training (epoch {first + 1})"), said
 
 
 def test_a_rank_that_fails_is_one_root_cause_line_and_nothing_is_left(env: dict[str, str]) -> None:
@@ -127,6 +151,15 @@ def test_ctrl_c_stops_every_agent_and_worker(env: dict[str, str]) -> None:
         (["--nodes", "3:2"], "--nodes '3:2': MIN 3 is above MAX 2: use MIN:MAX with MIN <= MAX"),
         (["--nodes", "two"], "--nodes 'two' is not a node count: use N or MIN:MAX (e.g. 2 or 2:3)"),
         (["--nodes", "2", "--nproc-per-node", "0"], "--nproc-per-node 0 is out of range: use 1..64"),
+        (
+            ["--nodes", "2", "--target", "accuracy"],
+            "--target 'accuracy': expected METRIC=VALUE with a finite number, e.g. heldout_accuracy=0.85 "
+            "or loss=0.3",
+        ),
+        (
+            ["--target", "heldout_accuracy=0.9"],
+            "--target heldout_accuracy=0.9 needs --nodes or --on: only a fleet run writes a run report",
+        ),
     ],
 )
 def test_bad_fleet_options_are_one_line_and_start_nothing(

@@ -82,17 +82,65 @@ def test_parse_progress_reads_the_grasp_loops_real_lines() -> None:
     torch.manual_seed(0)
     model = GQCNN(ModelConfig(patch=patch))
     printed: list[str] = []
+    evaluated: list[bool] = []
+
+    def evaluate(network: Any) -> dict[str, float]:
+        evaluated.append(network is model)  # the bare network, never a wrapper
+        return {"heldout_accuracy": 0.5 + 0.1 * len(evaluated)}
+
     losses = train_model(
         model,
         GraspDataset(samples, seed=0),
-        config=TrainConfig(epochs=2, batch_size=32),
+        config=TrainConfig(epochs=3, batch_size=32),
         report=lambda line: printed.append(f"[train:local-0:0] {line}"),  # as the fleet worker prints
+        evaluate=evaluate,
+        eval_every=2,  # after epoch 2, and after the last
     )
     records = parse_progress([*printed, "[train:local-1:1] " + printed[0].split("] ", 1)[1]])
-    assert [r.epoch for r in records] == [1, 2]
+    assert [r.epoch for r in records] == [1, 2, 3]
     assert [r.loss for r in records] == pytest.approx(losses, abs=5e-4)  # printed with 3 decimals
     assert all(r.samples_per_second > 0 and r.world_size == 1 for r in records)
     assert all(r.seconds is not None for r in records)
+    assert evaluated == [True, True]
+    assert [dict(r.heldout) for r in records] == [{}, {"heldout_accuracy": 0.6}, {"heldout_accuracy": 0.7}]
+
+
+def test_eval_lines_give_each_epoch_its_held_out_metrics_and_the_time_to_target() -> None:
+    lines = [
+        "[train:local-0:0] train: epoch 1/3 step 12 loss 0.693 1500 samples/s world 2 (1.00 s)",
+        "[train:local-0:0] eval: epoch 1/3 heldout_accuracy 0.71 heldout_recall 0.5",
+        "[train:local-1:1] eval: epoch 1/3 heldout_accuracy 0.99",  # not rank 0's
+        "[train:local-0:0] train: epoch 2/3 step 24 loss 0.512 1800 samples/s world 2 (0.80 s)",
+        "[train:local-0:0] eval: epoch 2/3 heldout_accuracy oops",  # only looks like one
+        "[train:local-0:0] train: epoch 3/3 step 36 loss 0.401 1900 samples/s world 2 (0.70 s)",
+        "[train:local-0:0] eval: epoch 3/3 heldout_accuracy 0.86 heldout_recall 0.8",
+        "[train:local-0:0] eval: held-out accuracy 0.860, precision 0.900, recall 0.800",
+    ]
+    records = parse_progress(lines)
+    assert [dict(r.heldout) for r in records] == [
+        {"heldout_accuracy": 0.71, "heldout_recall": 0.5},
+        {},
+        {"heldout_accuracy": 0.86, "heldout_recall": 0.8},
+    ]
+    report = RunReport(epochs=records, final_metrics={}, target=TargetMetric.parse("heldout_accuracy=0.8"))
+    reached = report.time_to_target()
+    assert (reached["value"], reached["epoch"], reached["metric_value"]) == (pytest.approx(2.5), 3, 0.86)
+    early = RunReport(epochs=records, final_metrics={}, target=TargetMetric.parse("heldout_accuracy=0.7"))
+    assert early.time_to_target()["epoch"] == 1
+    missed = RunReport(epochs=records, final_metrics={}, target=TargetMetric.parse("heldout_accuracy=0.9"))
+    assert missed.time_to_target()["why"] == "not reached: the best epoch value was 0.86"
+
+
+@pytest.mark.parametrize("text", ["heldout_accuracy", "=0.8", "heldout_accuracy=nan", "acc=x", "held out=1"])
+def test_a_bad_target_is_one_line_naming_it(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        TargetMetric.parse(text)
+    assert str(caught.value).startswith(f"--target {text!r}: expected METRIC=VALUE"), caught.value
+
+
+def test_a_loss_target_aims_down() -> None:
+    target = TargetMetric.parse("loss=0.3")
+    assert (target.name, target.value, target.resolved_goal) == ("loss", 0.3, "at_most")
 
 
 def _records(heldout: list[float] | None = None) -> list[EpochRecord]:

@@ -50,6 +50,12 @@ class GraspWorkload:
         parser.add_argument("--scenes", type=int, default=400, help="training scenes (default 400)")
         parser.add_argument("--eval-scenes", type=int, default=100, help="held-out scenes (default 100)")
         parser.add_argument(
+            "--eval-every",
+            type=int,
+            default=1,
+            help="epochs between held-out evaluations while training (default 1; 0: at the end only)",
+        )
+        parser.add_argument(
             "--grasps-per-scene",
             type=int,
             default=48,
@@ -59,6 +65,12 @@ class GraspWorkload:
         parser.add_argument("--batch-size", type=int, default=128)
         parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
         parser.add_argument("--seed", type=int, default=0, help="data and training seed (default 0)")
+        parser.add_argument(
+            "--hidden",
+            type=int,
+            default=None,
+            help="width of the fully connected layers (default 64; Dex-Net 2.0's GQ-CNN has 1024)",
+        )
         parser.add_argument(
             "--plan-images", type=int, default=20, help="held-out images the full planner is timed on"
         )
@@ -107,6 +119,8 @@ class GraspWorkload:
         return training_settings(
             scenes=args.scenes,
             eval_scenes=args.eval_scenes,
+            eval_every=args.eval_every,
+            hidden=args.hidden,
             grasps_per_scene=args.grasps_per_scene,
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -172,6 +186,8 @@ def training_settings(
     threads: int,
     out: Path | None,
     device: str = "auto",
+    eval_every: int = 1,
+    hidden: int | None = None,
 ) -> GraspTraining:
     """Validate training options and build the :class:`~.train.GraspTraining` run.
 
@@ -180,11 +196,14 @@ def training_settings(
     """
     from fogros_dist.errors import ConfigError
     from fogros_dist.workloads.grasp.dataset import DatasetConfig
+    from fogros_dist.workloads.grasp.model import ModelConfig
     from fogros_dist.workloads.grasp.train import GraspTraining, TrainConfig
 
     for option, value, low in (
         ("--scenes", scenes, 1),
         ("--eval-scenes", eval_scenes, 1),
+        ("--eval-every", eval_every, 0),
+        ("--hidden", 1 if hidden is None else hidden, 1),
         ("--grasps-per-scene", grasps_per_scene, 1),
         ("--epochs", epochs, 1),
         ("--batch-size", batch_size, 1),
@@ -200,7 +219,9 @@ def training_settings(
     return GraspTraining(
         data=DatasetConfig(scenes=scenes, grasps_per_scene=grasps_per_scene, seed=seed),
         eval_scenes=eval_scenes,
+        eval_every=eval_every,
         plan_images=plan_images,
+        model=ModelConfig() if hidden is None else ModelConfig(hidden=hidden),
         optim=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed),
         threads=threads,
         out=out,

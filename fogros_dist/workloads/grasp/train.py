@@ -13,7 +13,7 @@ import math
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ from torch import nn
 
 from fogros_dist.train.checkpoint import Checkpointer
 from fogros_dist.train.context import DistContext, join_run
-from fogros_dist.train.epoch_loop import across_ranks, epoch_line, unwrapped
+from fogros_dist.train.epoch_loop import across_ranks, epoch_line, heldout_line, sync_ranks, unwrapped
 from fogros_dist.workloads.device import resolve_device
 from fogros_dist.workloads.grasp.dataset import (
     TEST_SPLIT,
@@ -83,6 +83,8 @@ def train_model(
     report: Report | None = None,
     checkpoint: Checkpointer | None = None,
     meter: CommMeter | None = None,
+    evaluate: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    eval_every: int = 0,
 ) -> list[float]:
     """Train ``model`` (a :class:`GQCNN`, or one wrapped by DDP) on ``dataset`` in place.
 
@@ -99,6 +101,11 @@ def train_model(
             with its own steps per epoch, goes on where the old one was).
         meter: counts each optimizer step's gradient communication (the DDP model's, from
             :func:`fogros_dist.train.data_parallel.data_parallel`).
+        evaluate: held-out metrics of the bare network (``heldout_accuracy``: ...), reported as
+            an ``eval:`` line after every ``eval_every``-th epoch and the last; rank 0's only.
+        eval_every: epochs between evaluations (0: none in the loop). Every rank must be given
+            the same value: the others wait at a barrier while rank 0 evaluates, so that no
+            rank's step time (nor the comm meter) counts the evaluation.
 
     Returns:
         The mean training loss of each epoch.
@@ -176,6 +183,13 @@ def train_model(
                     "losses": losses,
                 }
             )
+        if eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
+            if evaluate is not None and report is not None:
+                report(
+                    heldout_line(epoch=epoch + 1, epochs=config.epochs, metrics=evaluate(unwrapped(model)))
+                )
+            sync_ranks()
+            model.train()  # whatever mode evaluate left it in
     model.eval()
     return losses
 
@@ -199,6 +213,17 @@ def _resume(
     return epochs_done, [float(x) for x in state["losses"]]
 
 
+def _held_out_metrics(samples: GraspSamples) -> Callable[[nn.Module], Mapping[str, float]]:
+    """The in-training evaluation: ``heldout_accuracy``, ``heldout_precision``, ``heldout_recall``."""
+
+    def evaluate(model: nn.Module) -> Mapping[str, float]:
+        assert isinstance(model, GQCNN)
+        found = classifier_metrics(model, samples)
+        return {f"heldout_{k}": found[k] for k in ("accuracy", "precision", "recall")}
+
+    return evaluate
+
+
 def classifier_metrics(model: GQCNN, samples: GraspSamples, *, threshold: float = 0.5) -> dict[str, float]:
     """How well the network's ``P(robust) >= threshold`` matches the analytic labels.
 
@@ -208,7 +233,12 @@ def classifier_metrics(model: GQCNN, samples: GraspSamples, *, threshold: float 
     """
     if len(samples) == 0:
         return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "positive_rate": 0.0, "samples": 0.0}
-    q = model.quality(torch.from_numpy(samples.patches), torch.from_numpy(samples.depths)).numpy()
+    device = next(model.parameters()).device
+    patches, depths = (
+        torch.from_numpy(samples.patches).to(device),
+        torch.from_numpy(samples.depths).to(device),
+    )
+    q = model.quality(patches, depths).cpu().numpy()
     predicted = q >= threshold
     truth = samples.labels
     hits = float((predicted & truth).sum())
@@ -274,6 +304,8 @@ class GraspTraining:
     Attributes:
         data: the training data (its held-out twin uses the same settings on another split).
         eval_scenes: held-out scenes for the classification metrics.
+        eval_every: epochs between held-out evaluations during training (the run report's time
+            to a target accuracy comes from them); 0: only the final evaluation.
         plan_images: held-out scenes the full planner is timed and judged on.
         optim: optimization settings.
         model: network shape.
@@ -284,6 +316,7 @@ class GraspTraining:
 
     data: DatasetConfig = field(default_factory=DatasetConfig)
     eval_scenes: int = 100
+    eval_every: int = 1
     plan_images: int = 20
     optim: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -377,6 +410,8 @@ def run_training(
         # A fleet run's round may shrink to one rank (the others' machines died): it resumes too.
         checkpoint=Checkpointer.from_env(context),
         meter=meter,
+        evaluate=_held_out_metrics(test_samples) if context.is_main else None,
+        eval_every=settings.eval_every,
     )
     # Every rank takes part: the per-step figures are averaged over the ranks.
     communication = meter.summary_across_ranks(device).as_metrics() if meter is not None else {}

@@ -20,7 +20,7 @@ from torch.utils.data import BatchSampler, RandomSampler, Sampler
 from fogros_dist.errors import ConfigError
 from fogros_dist.train.checkpoint import Checkpointer
 from fogros_dist.train.comm_meter import CommMeter
-from fogros_dist.train.epoch_loop import across_ranks, epoch_line, unwrapped
+from fogros_dist.train.epoch_loop import across_ranks, epoch_line, heldout_line, unwrapped
 from fogros_dist.workloads.policy.dataset import ChunkDataset
 
 __all__ = ["TrainConfig", "TrainResult", "chunk_loss", "train_policy"]
@@ -220,6 +220,9 @@ def train_policy(
                 world=world,
             )
             report(line)
+            # Every rank measured it (no rank waits for another); the run report's time to a
+            # target (`--target heldout_loss=...`) reads it from this line.
+            report(heldout_line(epoch=epoch, epochs=config.epochs, metrics={"heldout_loss": val_loss}))
         if report is not None and (epoch % every == 0 or epoch == config.epochs):
             report(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
         if checkpoint is not None:

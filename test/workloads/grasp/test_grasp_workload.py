@@ -58,11 +58,26 @@ def test_train_options_have_working_defaults_and_reject_bad_values() -> None:
     assert settings.data.scenes == 10
     assert settings.optim.epochs == 2
     assert settings.out == Path("/tmp/x.pt")
+    assert settings.eval_every == 1  # held-out accuracy after every epoch
+    assert settings.model.hidden == 64
     with pytest.raises(ConfigError, match=r"grasp training option --epochs 0 must be >= 1"):
         training_settings(
             scenes=1, eval_scenes=1, grasps_per_scene=1, epochs=0, batch_size=1,
             learning_rate=0.1, seed=0, plan_images=0, threads=0, out=None,
         )  # fmt: skip
+    wide = parser.parse_args(["--hidden", "256", "--eval-every", "0"])
+    settings = training_settings(
+        scenes=1, eval_scenes=1, grasps_per_scene=1, epochs=1, batch_size=1, learning_rate=0.1, seed=0,
+        plan_images=0, threads=0, out=None, hidden=wide.hidden, eval_every=wide.eval_every,
+    )  # fmt: skip
+    assert (settings.model.hidden, settings.eval_every) == (256, 0)
+    for option, value, floor in (("hidden", 0, 1), ("eval_every", -1, 0)):
+        flag = "--" + option.replace("_", "-")
+        with pytest.raises(ConfigError, match=rf"grasp training option {flag} {value} must be >= {floor}"):
+            training_settings(
+                scenes=1, eval_scenes=1, grasps_per_scene=1, epochs=1, batch_size=1, learning_rate=0.1,
+                seed=0, plan_images=0, threads=0, out=None, **{option: value},
+            )  # fmt: skip
 
 
 def test_bench_requests_are_deterministic_and_keyed_by_stamp() -> None:

@@ -68,6 +68,11 @@ def test_two_local_machines_train_a_labs_bags_as_well_as_one_and_leave_them_unto
         rf"\[train:local-0:0\] train: epoch {EPOCHS}/{EPOCHS} step \d+ loss \S+ \d+ samples/s world 2", err
     )
     assert "[train:local-1:1] train: done in" in err
+    # The held-out loss after every epoch, which the run report's time to a target reads.
+    heldout = re.findall(r"\[train:local-(\d):\d\] eval: epoch \d+/\d+ heldout_loss (\S+)", err)
+    assert len(heldout) == EPOCHS, err
+    assert {machine for machine, _ in heldout} == {"0"}, heldout
+    assert all(float(loss) > 0 for _, loss in heldout), heldout
     solo, fleet = json.loads(one.stdout), json.loads(two.stdout)
     assert fleet["world_size"] == 2.0
     assert fleet["bytes_per_step"] > 0  # measured on the collectives
