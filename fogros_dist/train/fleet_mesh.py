@@ -49,8 +49,8 @@ def check_vpn(fleet: DeploymentSpec, vpn: str) -> None:
 
 def _check_one_network(fleet: DeploymentSpec) -> None:
     """Without a VPN, a fleet's aws machines reach each other only through the deployment's fleet
-    security group, which lives in one region's default VPC: no machine of another provider or
-    region can be a member."""
+    security group, which lives in one region's default VPC of one account: no machine of another
+    provider, region or profile can be a member."""
     aws = [m for m in fleet.machines if m.provider == "aws"]
     if not aws:
         return
@@ -70,6 +70,19 @@ def _check_one_network(fleet: DeploymentSpec) -> None:
         msg = (
             f"--vpn none: aws machines {named} are in different regions, and the fleet's security "
             "group admits machines of one region only: put them in one region, or use --vpn wireguard"
+        )
+        raise ConfigError(msg)
+    # Two profiles may be two accounts, whose VPCs a security group cannot span. Compared as
+    # written too: which account a profile is, only STS knows, and nothing is asked before `up`.
+    profiles = {m.name: str(m.option("profile", "")) for m in aws}
+    if len(set(profiles.values())) > 1:
+        named = ", ".join(
+            f"{name} ({profile or 'the default profile'})" for name, profile in profiles.items()
+        )
+        msg = (
+            f"--vpn none: aws machines {named} use different AWS profiles, which may be different "
+            "accounts, and the fleet's security group lives in one: give them one profile, or use "
+            "--vpn wireguard"
         )
         raise ConfigError(msg)
 

@@ -161,6 +161,19 @@ def test_the_profiles_default_region_counts_as_a_region_of_its_own() -> None:
     check_vpn(_fleet("same", _aws("head"), _aws("worker")), "none")
 
 
+def test_aws_machines_of_two_profiles_without_a_vpn_are_one_line() -> None:
+    fleet = _fleet("accounts", _aws("head", profile="lab"), _aws("worker"))
+    with pytest.raises(ConfigError) as err:
+        check_vpn(fleet, "none")
+    assert str(err.value) == (
+        "--vpn none: aws machines head (lab), worker (the default profile) use different AWS profiles, "
+        "which may be different accounts, and the fleet's security group lives in one: give them one "
+        "profile, or use --vpn wireguard"
+    )
+    check_vpn(fleet, "wireguard")  # the mesh crosses accounts
+    check_vpn(_fleet("one", _aws("head", profile="lab"), _aws("worker", profile="lab")), "none")
+
+
 def test_aws_machines_mixed_with_ssh_ones_without_a_vpn_are_one_line() -> None:
     fleet = _fleet("hybrid", _aws("head"), SSHHost("lab", "10.0.0.9"), _aws("worker"))
     with pytest.raises(ConfigError) as err:
