@@ -1,4 +1,5 @@
-"""Data-parallel training over shaped links: 1, 2 and 3 hosts, every gradient communication hook.
+"""Data-parallel training over shaped links: 1, 2 and 3 hosts, every gradient communication hook,
+two widths of the grasp network.
 
 Each host is a network namespace on one Linux bridge (a lab LAN: ``10.234.<n>.0/24``), whose
 egress into the LAN is ``tc tbf`` at the link rate (50 and 200 Mbit/s by default). On each host a
@@ -8,8 +9,14 @@ with ``--comm-hook HOOK``: the same agents and workers ``fogros-dist train grasp
 on every machine, without the SSH and deployment around them (which cost start-up time, not step
 time). Rank 0's metrics give step time split into compute and communication (the comm meter's
 timing), payload bytes per step (measured on the collectives, ``fogros_dist.train.comm_meter``),
-samples/s and the held-out accuracy; time to target is the run's training time when its final
-held-out accuracy reaches the target (one evaluation per run, at the end).
+samples/s and the held-out accuracy after every epoch; time to target is the training time (the
+epochs' own durations, evaluation not counted) up to the first epoch whose held-out accuracy meets
+the target, as the run report computes it (``fogros_dist.train.run_report``). The target is one
+host's final accuracy with the same network less 1 point, unless ``--target`` gives one.
+
+The global batch is the same on every world size (``--keep-global-batch``). The network is run
+at its default width (``--hidden 64``) and at a wider head (``--hidden 256``), whose gradients
+weigh more than its compute: which hook pays depends on that balance, so both are measured.
 
 This machine has 2 CPUs shared by every rank, so compute cannot scale here: scaling efficiency
 (samples/s of N hosts over N x one host's) measures the link and the CPUs together, and the
@@ -48,15 +55,22 @@ BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 HOOKS = ("none", "fp16", "bf16", "powersgd", "topk", "sketch")
 _PREFIX = "fdts"
 _TBF = ("burst", "32kbit", "latency", "100ms")
-# The grasp run: small enough for 2 CPUs, large enough that accuracy separates the hooks.
+# The grasp run: small enough for 2 CPUs, large enough that accuracy separates the hooks. The
+# global batch stays 64 on every world size (--keep-global-batch), so N hosts take the same
+# optimizer steps as one and "the same accuracy with the same epochs" compares like with like;
+# 100 held-out scenes (6,400 grasps) keep the accuracy's sampling error near half a point.
 WORKLOAD = [
-    "grasp", "--scenes", "80", "--eval-scenes", "24", "--grasps-per-scene", "32", "--epochs", "4",
-    "--plan-images", "0", "--batch-size", "64",
+    "grasp", "--scenes", "80", "--eval-scenes", "100", "--grasps-per-scene", "32", "--epochs", "8",
+    "--plan-images", "0", "--batch-size", "64", "--keep-global-batch",
 ]  # fmt: skip
 QUICK_WORKLOAD = [
     "grasp", "--scenes", "24", "--eval-scenes", "8", "--grasps-per-scene", "16", "--epochs", "1",
-    "--plan-images", "0", "--batch-size", "64",
+    "--plan-images", "0", "--batch-size", "64", "--keep-global-batch",
 ]  # fmt: skip
+# Widths of the grasp network's fully connected layers: the default (a 52,577-parameter
+# network, whose all-reduce a 50 Mbit/s link carries in a few tens of ms) and a wider head, a
+# quarter of Dex-Net 2.0's 1024, for a network whose gradients outweigh its compute on 2 CPUs.
+WIDTHS = (64, 256)
 TARGET_BYTES_RATIO = 8.0  # PowerSGD: at least 8x fewer bytes per step than none
 TARGET_TIME_RATIO = 3.0  # on 50 Mbit/s: best hook reaches the target 3x sooner
 ACCURACY_SLACK = 0.01
@@ -214,25 +228,67 @@ def run_one(
         "wall_s": round(wall, 1),
         "metrics": metrics,
         "samples_per_s": round(sum(rates) / len(rates), 1) if rates else None,
+        # Each with rank 0's held-out evaluation after it: the time to target comes from them.
+        "epochs": [e.to_dict() for e in epochs],
     }
 
 
-def _plan(quick: bool) -> list[tuple[str, int, str]]:
+def _plan(quick: bool) -> list[tuple[int, str, int, str]]:
+    """(network width, link rate, hosts, hook) of each run, in order (runs of one rate together)."""
+    narrow, wide = WIDTHS
     if quick:
-        return [("50mbit", 1, "none"), ("50mbit", 2, "none"), ("50mbit", 2, "powersgd")]
-    plan = [("50mbit", 1, "none")]
-    plan += [("50mbit", hosts, hook) for hosts in (2, 3) for hook in HOOKS]
-    plan += [("200mbit", hosts, hook) for hosts in (2, 3) for hook in ("none", "fp16", "powersgd")]
+        return [
+            (narrow, "50mbit", 1, "none"),
+            (narrow, "50mbit", 2, "none"),
+            (narrow, "50mbit", 2, "powersgd"),
+        ]
+    plan = [(narrow, "50mbit", 1, "none")]
+    plan += [(narrow, "50mbit", hosts, hook) for hosts in (2, 3) for hook in HOOKS]
+    plan += [(wide, "50mbit", 1, "none")]
+    plan += [(wide, "50mbit", 2, hook) for hook in ("none", "fp16", "powersgd", "topk")]
+    plan += [(narrow, "200mbit", hosts, hook) for hosts in (2, 3) for hook in ("none", "fp16", "powersgd")]
     return plan
 
 
-def _figures(run: dict[str, Any], single: dict[str, Any] | None, target: float) -> dict[str, Any]:
+def _parameters(width: int) -> int:
+    from fogros_dist.workloads.grasp.model import GQCNN, ModelConfig
+
+    return sum(p.numel() for p in GQCNN(ModelConfig(hidden=width)).parameters())
+
+
+def _target_for(rows: list[dict[str, Any]], width: int, given: float | None) -> float | None:
+    """The held-out accuracy the time to target counts to: ``given``, else what one host reaches
+    at the end with this network, less the issue's 1 point (same run)."""
+    if given is not None:
+        return given
+    single = next((r for r in rows if r["width"] == width and r["hosts"] == 1), None)
+    accuracy = single["metrics"].get("heldout_accuracy") if single else None
+    return round(accuracy - ACCURACY_SLACK, 4) if accuracy is not None else None
+
+
+def _time_to_target(run: dict[str, Any], target: float) -> float | None:
+    """Training seconds until the first epoch whose held-out accuracy met ``target`` (the run
+    report's figure: evaluation time is not counted); None when no epoch met it."""
+    from fogros_dist.train.run_report import EpochRecord, RunReport, TargetMetric
+
+    report = RunReport(
+        epochs=[EpochRecord(**e) for e in run["epochs"]],
+        final_metrics=run["metrics"],
+        target=TargetMetric(name="heldout_accuracy", value=target),
+    )
+    value = report.time_to_target()["value"]
+    return None if value is None else float(value)
+
+
+def _figures(run: dict[str, Any], single: dict[str, Any] | None, target: float | None) -> dict[str, Any]:
     m = run["metrics"]
     comm, compute = m.get("comm_seconds_per_step"), m.get("compute_seconds_per_step")
     step = comm + compute if comm is not None and compute is not None else None
     sps = run.get("samples_per_s")
     base = single.get("samples_per_s") if single else None
     accuracy = m.get("heldout_accuracy")
+    reached = _time_to_target(run, target) if target is not None else None
+    trained = run["epochs"][-1]["seconds"] if run["epochs"] else None
     return {
         "step_ms": round(step * 1e3, 2) if step is not None else None,
         "comm_share": round(comm / step, 3) if step else None,
@@ -242,10 +298,9 @@ def _figures(run: dict[str, Any], single: dict[str, Any] | None, target: float) 
         "written_bytes_per_step": m.get("written_bytes_per_step"),
         "samples_per_s": round(sps, 1) if sps is not None else None,
         "scaling_efficiency": round(sps / (run["hosts"] * base), 3) if sps and base else None,
-        "train_s": round(m["train_seconds"], 1) if m.get("train_seconds") is not None else None,
-        "time_to_target_s": round(m["train_seconds"], 1)
-        if accuracy is not None and accuracy >= target and m.get("train_seconds") is not None
-        else None,
+        # The epochs' own durations, summed as for the time to target (no evaluation in it).
+        "train_s": round(trained, 1) if trained is not None else None,
+        "time_to_target_s": round(reached, 2) if reached is not None else None,
         "heldout_accuracy": round(accuracy, 4) if accuracy is not None else None,
     }
 
@@ -255,18 +310,21 @@ def _within(accuracy: float | None, baseline: float | None) -> bool:
 
 
 def _verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    def find(rate: str, hosts: int, hook: str) -> dict[str, Any] | None:
-        return next((r for r in rows if (r["rate"], r["hosts"], r["hook"]) == (rate, hosts, hook)), None)
+    def find(width: int, rate: str, hosts: int, hook: str) -> dict[str, Any] | None:
+        key = (width, rate, hosts, hook)
+        return next((r for r in rows if (r["width"], r["rate"], r["hosts"], r["hook"]) == key), None)
 
     out: dict[str, Any] = {}
-    for hosts in (2, 3):
-        none, power = find("50mbit", hosts, "none"), find("50mbit", hosts, "powersgd")
+    for width, hosts in sorted({(r["width"], r["hosts"]) for r in rows if r["hosts"] > 1}):
+        none, power = find(width, "50mbit", hosts, "none"), find(width, "50mbit", hosts, "powersgd")
         if none is None or power is None:
             continue
+        where = f"width {width}, {hosts} hosts"
         nb, pb = none["figures"]["bytes_last_step"], power["figures"]["bytes_last_step"]
         na, pa = none["figures"]["heldout_accuracy"], power["figures"]["heldout_accuracy"]
         ratio = nb / pb if nb and pb else None
-        out[f"powersgd_bytes_{hosts}_hosts"] = {
+        out[f"powersgd_bytes_width_{width}_{hosts}_hosts"] = {
+            "where": where,
             "ratio": round(ratio, 1) if ratio else None,
             "accuracy_delta": round(pa - na, 4) if pa is not None and na is not None else None,
             "met": bool(ratio and ratio >= TARGET_BYTES_RATIO and _within(pa, na)),
@@ -274,11 +332,14 @@ def _verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
         times = {
             r["hook"]: r["figures"]["time_to_target_s"]
             for r in rows
-            if r["rate"] == "50mbit" and r["hosts"] == hosts and r["figures"]["time_to_target_s"]
+            if (r["width"], r["rate"], r["hosts"]) == (width, "50mbit", hosts)
+            and r["figures"]["time_to_target_s"]
         }
         base = times.get("none")
         best = min(((t, h) for h, t in times.items() if h != "none"), default=None)
-        out[f"time_to_target_{hosts}_hosts_50mbit"] = {
+        out[f"time_to_target_width_{width}_{hosts}_hosts_50mbit"] = {
+            "where": where,
+            "target": none["target"],
             "none_s": base,
             "best_hook": best[1] if best else None,
             "best_s": best[0] if best else None,
@@ -290,17 +351,20 @@ def _verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _markdown(data: dict[str, Any]) -> str:
     yes = {True: "met", False: "**not met**"}
+    meta = data["meta"]
+    widths = ", ".join(f"{w} ({n:,} parameters)" for w, n in meta["parameters"].items())
     lines = [
         f"Hosts: network namespaces on one bridge, each host's egress `tc tbf rate R burst 32kbit latency "
         f"100ms`; the same torchrun agents and workers `--on FLEET` runs on each machine (no SSH or "
-        f"deployment around them). Workload: `{' '.join(data['meta']['workload'])}`; target held-out "
-        f"accuracy {data['meta']['target_accuracy']}. {data['meta']['cpus']} CPUs shared by every rank, so "
-        f"compute does not scale here (scaling efficiency below is link and CPUs together); run took "
-        f"{data['meta']['duration_s']:g} s.",
+        f"deployment around them). Workload: `{' '.join(meta['workload'])}` with `--hidden W`, the width "
+        f"of the network's fully connected layers: {widths}. Held-out accuracy after every epoch; time to "
+        f"target = training seconds to the first epoch at the target, which is "
+        f"{meta['target_rule']}. {meta['cpus']} CPUs shared by every rank, so compute does not scale here "
+        f"(scaling efficiency below is link and CPUs together); run took {meta['duration_s']:g} s.",
         "",
-        "| link | hosts | hook | step ms | comm share | payload bytes/step (mean / last) | written B/step "
-        "| samples/s | scaling eff. | train s | held-out acc. | time to target s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| width | link | hosts | hook | step ms | comm share | payload bytes/step (mean / last) "
+        "| written B/step | samples/s | scaling eff. | train s | held-out acc. | target | time to target s |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in data["rows"]:
         f = r["figures"]
@@ -308,34 +372,35 @@ def _markdown(data: dict[str, Any]) -> str:
         def cell(v: Any) -> str:
             if v is None:
                 return "-"
-            return f"{v:,.0f}" if isinstance(v, float) and v > 1000 else str(v)
+            return f"{v:,.0f}" if isinstance(v, float | int) and v > 1000 else str(v)
 
         lines.append(
-            f"| {_shape_argument(r['rate'])} | {r['hosts']} | {r['hook']} | {cell(f['step_ms'])} | "
-            f"{cell(f['comm_share'])} | {cell(f['bytes_per_step'])} / {cell(f['bytes_last_step'])} | "
+            f"| {r['width']} | {_shape_argument(r['rate'])} | {r['hosts']} | {r['hook']} | "
+            f"{cell(f['step_ms'])} | {cell(f['comm_share'])} | "
+            f"{cell(f['bytes_per_step'])} / {cell(f['bytes_last_step'])} | "
             f"{cell(f['written_bytes_per_step'])} | "
             f"{cell(f['samples_per_s'])} | {cell(f['scaling_efficiency'])} | {cell(f['train_s'])} | "
-            f"{cell(f['heldout_accuracy'])} | {cell(f['time_to_target_s'])} |"
+            f"{cell(f['heldout_accuracy'])} | {cell(r['target'])} | {cell(f['time_to_target_s'])} |"
         )
     lines += ["", "Targets (issue 10):", ""]
     for key, v in data["verdicts"].items():
         if key.startswith("powersgd_bytes"):
             lines.append(
                 f"- PowerSGD >= {TARGET_BYTES_RATIO:g}x fewer bytes per step (after its warm-up steps) than "
-                f"none, accuracy within 1 point ({key.split('_')[2]} hosts, 50 Mbit/s): {yes[v['met']]} "
+                f"none, accuracy within 1 point ({v['where']}, 50 Mbit/s): {yes[v['met']]} "
                 f"({v['ratio']}x, held-out accuracy {v['accuracy_delta'] * 100:+.1f} points)"
                 if v["accuracy_delta"] is not None
-                else f"- PowerSGD bytes ({key}): {yes[v['met']]}"
+                else f"- PowerSGD bytes ({v['where']}): {yes[v['met']]}"
             )
         else:
             lines.append(
                 f"- time to target >= {TARGET_TIME_RATIO:g}x shorter with the best hook on 50 Mbit/s "
-                f"({key.split('_')[3]} hosts): {yes[v['met']]} (none {v['none_s']} s, best {v['best_hook']} "
-                f"{v['best_s']} s, {v['ratio']}x)"
+                f"({v['where']}, target {v['target']}): {yes[v['met']]} (none {v['none_s']} s, best "
+                f"{v['best_hook']} {v['best_s']} s, {v['ratio']}x)"
             )
     lines.append(
         "- compute-bound scaling efficiency >= 0.9: not measurable here (2 CPUs for every rank); "
-        "it needs a machine with a core or GPU per rank."
+        "it needs a machine with a core or GPU per rank (bench/train_compute_scaling.py)."
     )
     return "\n".join(lines)
 
@@ -347,12 +412,10 @@ def _plot(data: dict[str, Any], path: Path) -> None:
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for rate in sorted({r["rate"] for r in data["rows"]}):
-        for hosts in (2, 3):
-            rows = [r for r in data["rows"] if r["rate"] == rate and r["hosts"] == hosts]
-            if not rows:
-                continue
-            label = f"{_shape_argument(rate)}, {hosts} hosts"
+    for width, rate, hosts in sorted({(r["width"], r["rate"], r["hosts"]) for r in data["rows"]}):
+        if hosts > 1:
+            rows = [r for r in data["rows"] if (r["width"], r["rate"], r["hosts"]) == (width, rate, hosts)]
+            label = f"width {width}, {_shape_argument(rate)}, {hosts} hosts"
             # Hooks at fixed positions: every series on the same axis, in HOOKS' order.
             where = [HOOKS.index(r["hook"]) for r in rows]
             left.plot(where, [r["figures"]["bytes_last_step"] or 0 for r in rows], "o-", label=label)
@@ -382,7 +445,13 @@ def _write_benchmarks_md(table: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="three short runs (a try, not the table)")
-    parser.add_argument("--target", type=float, default=0.80, help="held-out accuracy target (default 0.80)")
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="held-out accuracy target (default: one host's final accuracy with the same network, "
+        "less 1 point)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run (default 600)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -396,23 +465,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="fogros-scaling-") as tmp, lan(3) as net:
             shaped = ""
-            for rate, hosts, hook in _plan(args.quick):
+            for width, rate, hosts, hook in _plan(args.quick):
                 if rate != shaped:
                     net.shape(rate)
                     shaped = rate
-                print(f"{_shape_argument(rate)}: {hosts} host(s), hook {hook}", file=sys.stderr, flush=True)
-                run = run_one(net, hosts, hook, workload=workload, workdir=Path(tmp), timeout=args.timeout)
-                run["rate"] = rate
+                print(
+                    f"width {width}, {_shape_argument(rate)}: {hosts} host(s), hook {hook}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                run = run_one(
+                    net,
+                    hosts,
+                    hook,
+                    workload=[*workload, "--hidden", str(width)],
+                    workdir=Path(tmp),
+                    timeout=args.timeout,
+                )
+                run["rate"], run["width"] = rate, width
                 rows.append(run)
     except KeyboardInterrupt:
         print("interrupted: every process stopped, the namespaces removed", file=sys.stderr)
         return 130
-    single = next((r for r in rows if r["hosts"] == 1), None)
     for row in rows:
-        row["figures"] = _figures(row, single, args.target)
+        single = next((r for r in rows if r["hosts"] == 1 and r["width"] == row["width"]), None)
+        row["target"] = _target_for(rows, row["width"], args.target)
+        row["figures"] = _figures(row, single, row["target"])
     meta = {
         "workload": workload,
-        "target_accuracy": args.target,
+        "parameters": {str(w): _parameters(w) for w in sorted({r["width"] for r in rows})},
+        "target_rule": f"{args.target:g}"
+        if args.target is not None
+        else "one host's final held-out accuracy with the same network, less 1 point (same run)",
         "quick": args.quick,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),

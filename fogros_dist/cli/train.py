@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fogros_dist.errors import ConfigError
+from fogros_dist.errors import ConfigError, FogError
 from fogros_dist.spec import MachineSpec
+from fogros_dist.train.context import DEFAULT_COLLECTIVE_TIMEOUT_S
 from fogros_dist.workloads import get_workload, workload_names
 
 if TYPE_CHECKING:
     from fogros_dist.train.local_fleet import FleetRun
+    from fogros_dist.workloads.base import Workload
 
 __all__ = ["add_parser", "run"]
 
@@ -60,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
-def _run(args: argparse.Namespace) -> int:
-    workload = get_workload(args.workload)
+def _parser(workload: Workload) -> argparse.ArgumentParser:
+    """`fogros-dist train <workload>`'s own options: the workload's, then the fleet's."""
     parser = argparse.ArgumentParser(
         prog=f"fogros-dist train {workload.name}", description=workload.description
     )
@@ -101,6 +103,15 @@ def _run(args: argparse.Namespace) -> int:
         help="split --batch-size across the ranks instead of scaling the learning rate",
     )
     fleet.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a rank waits in one all-reduce for the others before the round is given up "
+        "and torch elastic goes on with the machines left (a machine lost off the network; default "
+        f"{DEFAULT_COLLECTIVE_TIMEOUT_S:g})",
+    )
+    fleet.add_argument(
         "--target",
         default=None,
         metavar="METRIC=VALUE",
@@ -113,26 +124,48 @@ def _run(args: argparse.Namespace) -> int:
         metavar="DEPLOYMENT/NODE",
         help="hand the trained model to that running node (as `fogros-dist serve`), no restart",
     )
-    own = parser.parse_args(args.workload_args)
-    serve_to = _serve_target(own.serve_to) if own.serve_to is not None else None
+    return parser
+
+
+def _check_fleet_options(own: argparse.Namespace) -> None:
+    """The fleet-only options, each bad value or one given without a fleet refused in one line
+    before any agent starts."""
+    on_fleet = own.nodes is not None or own.on is not None
+    if own.collective_timeout is not None:
+        if not on_fleet:
+            seconds = f"{own.collective_timeout:g}"
+            msg = f"--collective-timeout {seconds} needs --nodes or --on: one process has no peers"
+            raise ConfigError(msg)
+        if not own.collective_timeout > 0:
+            msg = f"--collective-timeout {own.collective_timeout:g} must be > 0 seconds, e.g. 300"
+            raise ConfigError(msg)
     if own.target is not None:
-        if own.nodes is None and own.on is None:
+        if not on_fleet:
             msg = f"--target {own.target} needs --nodes or --on: only a fleet run writes a run report"
             raise ConfigError(msg)
         from fogros_dist.train.run_report import TargetMetric
 
-        TargetMetric.parse(own.target)  # a bad target is one line before any agent starts
+        TargetMetric.parse(own.target)
     if own.comm_hook != "none":
-        if own.nodes is None and own.on is None:
+        if not on_fleet:
             msg = f"--comm-hook {own.comm_hook} needs --nodes or --on: one process sends no gradients"
             raise ConfigError(msg)
         from fogros_dist.train.comm_hooks import parse_comm_hook
 
-        parse_comm_hook(own.comm_hook)  # a bad hook is one line before any agent starts
+        parse_comm_hook(own.comm_hook)
+
+
+def _run(args: argparse.Namespace) -> int:
+    workload = get_workload(args.workload)
+    parser = _parser(workload)
+    own = parser.parse_args(args.workload_args)
+    serve_to = _serve_target(own.serve_to) if own.serve_to is not None else None
+    _check_fleet_options(own)
     t0 = time.monotonic()
+    left_behind = ""
     if own.nodes is not None or own.on is not None:
         run = _train_on_fleet(workload.name, own, args.workload_args)
-        metrics, model = run.metrics, run.model
+        metrics, model, left_behind = run.metrics, run.model, run.left_behind
     else:
         said: list[str] = []
 
@@ -153,6 +186,9 @@ def _run(args: argparse.Namespace) -> int:
         for key, value in sorted(metrics.items()):
             print(f"{key:<28} {_shown(value)}")
     print(f"trained {workload.name} in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    if left_behind:
+        # The metrics and the model are the run's; what it left running is the user's to know.
+        raise FogError(f"training finished, but {left_behind}")
     return 0
 
 

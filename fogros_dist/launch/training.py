@@ -45,6 +45,7 @@ def training_command(
     comm_hook: str = "none",
     keep_global_batch: bool = False,
     serve_to: str | None = None,
+    target: str | None = None,
     options: Sequence[str] = (),
     python: str = sys.executable,
 ) -> list[str]:
@@ -74,6 +75,11 @@ def training_command(
         command += ["--comm-hook", comm_hook]
     if keep_global_batch:
         command.append("--keep-global-batch")
+    if target is not None:
+        from fogros_dist.train.run_report import TargetMetric
+
+        TargetMetric.parse(target)
+        command += ["--target", target]
     if serve_to is not None:
         if serve_to.count("/") != 1 or not all(serve_to.split("/")):
             msg = (
@@ -93,6 +99,7 @@ class FogTraining(ExecuteProcess):  # type: ignore[misc]
         nodes: machines, ``N`` or ``"MIN:MAX"`` (Local machines here unless ``on`` is given).
         on: a deployment file whose machines train.
         nproc_per_node, max_restarts, comm_hook, keep_global_batch: as the CLI's options.
+        target: the run report's time to target, ``"heldout_accuracy=0.85"`` (``--target``).
         serve_to: ``DEPLOYMENT/NODE`` that gets the trained model, without a restart.
         options: the workload's own training options (e.g. ``["--epochs", "4"]``).
         **kwargs: ExecuteProcess's (``name``, ``output``, ``additional_env``, ...).
@@ -109,6 +116,7 @@ class FogTraining(ExecuteProcess):  # type: ignore[misc]
         comm_hook: str = "none",
         keep_global_batch: bool = False,
         serve_to: str | None = None,
+        target: str | None = None,
         options: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
@@ -121,6 +129,7 @@ class FogTraining(ExecuteProcess):  # type: ignore[misc]
             comm_hook=comm_hook,
             keep_global_batch=keep_global_batch,
             serve_to=serve_to,
+            target=target,
             options=options,
         )
         kwargs.setdefault("name", f"fog_training_{workload}")

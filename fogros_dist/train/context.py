@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from fogros_dist.errors import ConfigError
@@ -15,7 +16,14 @@ if TYPE_CHECKING:
 
     import torch
 
-__all__ = ["DistContext", "init_process_group", "join_run"]
+__all__ = ["DEFAULT_COLLECTIVE_TIMEOUT_S", "DistContext", "init_process_group", "join_run"]
+
+# How long a rank waits in one collective (an all-reduce, the evaluation's barrier) for the
+# others. torch's default is 30 min: a machine that dropped off the network, whose connections
+# never closed, would hold the whole run that long before torch elastic could go on without it.
+# Long enough for the slowest wait of a healthy run: a rank generating its data while a faster
+# one is already in DDP's first broadcast, or rank 0 evaluating.
+DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +36,8 @@ class DistContext:
         local_rank: its index on its machine (its GPU there).
         machine: the fleet machine it runs on (for log prefixes).
         restart: torchrun's restart count of this round (0 on the first).
+        collective_timeout_s: how long a collective waits for the other ranks before it fails
+            (``--collective-timeout``).
     """
 
     rank: int = 0
@@ -35,6 +45,7 @@ class DistContext:
     local_rank: int = 0
     machine: str = "local"
     restart: int = 0
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
 
     @property
     def is_main(self) -> bool:
@@ -77,7 +88,8 @@ class DistContext:
 def init_process_group(context: DistContext, *, use_cuda: bool) -> str:
     """Join the run's process group (torchrun's env:// rendezvous); returns the backend.
 
-    NCCL when this worker trains on CUDA, gloo otherwise. A single-rank run joins nothing.
+    NCCL when this worker trains on CUDA, gloo otherwise, each collective bounded by the
+    context's ``collective_timeout_s``. A single-rank run joins nothing.
     """
     if not context.distributed:
         return "none"
@@ -85,7 +97,7 @@ def init_process_group(context: DistContext, *, use_cuda: bool) -> str:
 
     backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=context.collective_timeout_s))
     return backend
 
 

@@ -37,7 +37,7 @@ from fogros_dist.deploy.engine import Deployment
 from fogros_dist.deploy.node_command import files_dir
 from fogros_dist.deploy.stages import Stage
 from fogros_dist.deploy.state import StateStore
-from fogros_dist.deploy.teardown import process_key
+from fogros_dist.deploy.teardown import TeardownReport, process_key
 from fogros_dist.errors import ConfigError, FogError
 from fogros_dist.net.wireguard import default_listen_port
 from fogros_dist.providers.aws.config import FLEET_GROUP, UDP_PORTS
@@ -267,10 +267,11 @@ def _run_fleet(
     finally:
         if mesh is not None:
             mesh.down()
-        deployment.down()
+        left = _left_behind(deployment.down())
     head = spec.machines[0].name
     if metrics is None or codes.get(head) != 0:
-        raise TrainingFailed(_failure_line(lines, codes))
+        failure = _failure_line(lines, codes)
+        raise TrainingFailed(f"{failure}; and {left}" if left else failure)
     for machine, code in codes.items():
         if code not in (0, None):
             echo(f"[train:{machine}] its agent ended with exit code {code}; the run finished without it")
@@ -280,6 +281,18 @@ def _run_fleet(
         seconds=time.monotonic() - started,
         model=model,
         lines=tuple(text for texts in lines.values() for text in texts),
+        left_behind=left,
+    )
+
+
+def _left_behind(torn: TeardownReport) -> str:
+    """One line for what the teardown left (a machine it could not reach: its processes may run
+    on, and its record is kept), or ""."""
+    if not torn.errors:
+        return ""
+    return (
+        f"deployment {torn.deployment} is NOT down ({'; '.join(torn.errors)}): "
+        f"run `fogros-dist down {torn.deployment}` once its machines can be reached"
     )
 
 

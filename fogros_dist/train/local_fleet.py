@@ -75,6 +75,9 @@ class FleetRun:
     model: Path | None = None
     # Every line the run printed, in order (for the run's report).
     lines: tuple[str, ...] = ()
+    # What the fleet's teardown could not stop or release ("" when everything is gone): one line
+    # naming it and the command that tries again; the run's caller reports it as an error.
+    left_behind: str = ""
 
 
 # Rank 0's "saved <path>" line: where the trained model went on its machine.

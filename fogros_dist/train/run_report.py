@@ -126,8 +126,6 @@ class TargetMetric:
         Raises:
             ConfigError: not NAME=VALUE with a finite number.
         """
-        from fogros_dist.errors import ConfigError
-
         name, _, value = text.partition("=")
         try:
             number = float(value)

@@ -1,5 +1,6 @@
 """The module torchrun starts once per rank: ``python -m fogros_dist.train.worker <workload>
-[--keep-global-batch] [--comm-hook HOOK[:PARAM]] [the workload's training options]``.
+[--keep-global-batch] [--comm-hook HOOK[:PARAM]] [--collective-timeout SECONDS] [the workload's
+training options]``.
 
 It reads its place in the run from torchrun's environment, joins the process group, trains the
 workload's model data-parallel and prints every progress line as ``[train:<machine>:<rank>]
@@ -12,6 +13,7 @@ one-line root cause comes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from fogros_dist.errors import ConfigError
 from fogros_dist.train.comm_hooks import parse_comm_hook
-from fogros_dist.train.context import DistContext
+from fogros_dist.train.context import DEFAULT_COLLECTIVE_TIMEOUT_S, DistContext
 from fogros_dist.workloads import get_workload
 from fogros_dist.workloads.base import DistributedWorkload
 
@@ -46,8 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     workload.add_train_arguments(parser)
     parser.add_argument("--keep-global-batch", action="store_true")
     parser.add_argument("--comm-hook", default="none")
+    parser.add_argument("--collective-timeout", type=float, default=DEFAULT_COLLECTIVE_TIMEOUT_S)
     args = parser.parse_args(words[1:])
     comm_hook = parse_comm_hook(args.comm_hook)
+    context = dataclasses.replace(context, collective_timeout_s=args.collective_timeout)
     prefix = f"[train:{context.machine}:{context.rank}]"
 
     def report(line: str) -> None:

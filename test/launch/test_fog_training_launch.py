@@ -28,7 +28,7 @@ from launch import LaunchDescription, LaunchService
 from fogros_dist.launch import FogTraining
 
 service = LaunchService()
-training = FogTraining(workload="grasp", nodes=2, options=sys.argv[1:])
+training = FogTraining(workload="grasp", nodes=2, target="heldout_accuracy=0.5", options=sys.argv[1:])
 service.include_launch_description(LaunchDescription([training]))
 sys.exit(service.run())
 """
@@ -54,6 +54,7 @@ def test_fog_training_trains_on_two_local_machines_under_launch(tmp_path: Path) 
     assert "[train:local-1:1]" in out
     assert (tmp_path / "models" / "grasp.pt").stat().st_size > 10_000
     assert '"world_size": 2' in out, out[-2000:]  # the CLI's --json metrics, through launch
+    assert "train: time to heldout_accuracy >= 0.5: " in out, out[-2000:]
 
 
 @pytest.mark.parametrize(
@@ -64,6 +65,10 @@ def test_fog_training_trains_on_two_local_machines_under_launch(tmp_path: Path) 
         ({"workload": "grasp", "nodes": "3:2"}, "MIN 3 is above MAX 2"),
         ({"workload": "grasp", "nodes": 2, "serve_to": "no-slash"}, "is not DEPLOYMENT/NODE"),
         ({"workload": "grasp", "on": "/nonexistent/fleet.toml"}, "no such deployment file"),
+        (
+            {"workload": "grasp", "nodes": 2, "target": "accuracy"},
+            "--target 'accuracy': expected METRIC=VALUE",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line_when_the_description_is_built(

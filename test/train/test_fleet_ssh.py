@@ -106,10 +106,17 @@ def _agent_processes(host: LabHost, machine: str) -> list[int]:
 
 
 def _run_killing(
-    argv: list[str], env: dict[str, str], after: str, host: LabHost, machine: str
+    argv: list[str],
+    env: dict[str, str],
+    after: str,
+    host: LabHost,
+    machine: str,
+    *,
+    then: list[str] | None = None,
 ) -> tuple[str, str, int]:
     """Run ``argv``; once a stderr line matches ``after``, SIGKILL ``machine``'s agent processes on
-    ``host``. Returns (stdout, every line printed, exit code)."""
+    ``host`` (and run ``then`` right after, e.g. to cut its link). Returns (stdout, every line
+    printed, exit code)."""
     popen = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -126,6 +133,8 @@ def _run_killing(
         assert len(victims) >= 2, "".join(seen)[-3000:]  # torchrun's agent and its worker
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
+        if then is not None:
+            subprocess.run(then, check=True)
         stdout, rest = popen.communicate(timeout=900)
     except BaseException:
         os.killpg(popen.pid, signal.SIGKILL)
@@ -200,6 +209,51 @@ def test_two_ssh_hosts_on_one_lan_train_and_one_killed_rejoins_from_the_checkpoi
     assert figures["figures"]["world_size"]["value"] == 2
     assert Path(report[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Nothing is left: no record, no process in either host's namespace but its sshd.
+    assert StateStore(tmp_path / "home").names() == []
+    _assert_only_sshd_left(lan_hosts)
+
+
+@pytest.mark.netns
+def test_a_machine_lost_mid_run_leaves_the_rest_to_finish_and_its_record_to_down(
+    ssh_lab: SSHLab, lan_hosts: list[LabHost], wheel_cache: Path, tmp_path: Path, robot_domain: int
+) -> None:
+    """gpu1 is lost after the first epoch: its agent and worker are SIGKILLed and its link is cut
+    at once, as a machine that crashed and dropped off the network. The head's round goes on
+    alone (--nodes 1:2) from the checkpoint and finishes; the model comes back. gpu1 cannot be
+    reached to be torn down, so the run says so in one line, exits non-zero and keeps the
+    deployment's record; once the link is back, `fogros-dist down` removes what was left there."""
+    fleet = _ssh_fleet(ssh_lab, lan_hosts, tmp_path, name="lostfleet", prefix="gpu")
+    env = _env(tmp_path, wheel_cache, robot_domain)
+    lost = lan_hosts[1]
+    # The head's connections to gpu1 never close (no FIN crosses a cut link): its all-reduce waits
+    # out --collective-timeout, then torch elastic's next round goes on without gpu1.
+    argv = [*CLI, "train", "grasp", "--on", str(fleet), "--nodes", "1:2", "--max-restarts", "2",
+            "--collective-timeout", "15", "--scenes", "96", "--eval-scenes", "8", "--grasps-per-scene",
+            "16", "--epochs", "5", "--plan-images", "0", "--batch-size", "16", "--json"]  # fmt: skip
+    link = ["ip", "-n", lost.netns, "link", "set", lost.veth_host]
+    try:
+        _stdout, out, code = _run_killing(
+            argv, env, r"^\[train:gpu0:0\] train: epoch 1/5 .* world 2", lost, "gpu1", then=[*link, "down"]
+        )
+        # The head finished alone, from the checkpoint, and its model came back.
+        resumed = r"^\[train:gpu0:0\] train: resumed after epoch \d+/5 from the run's checkpoint"
+        assert re.search(resumed, out, re.M), out[-4000:]
+        assert re.search(r"^\[train:gpu0:0\] train: epoch 5/5 .* world 1", out, re.M), out[-4000:]
+        assert re.search(r"^train: model copied back from gpu0:\S+ to \S+$", out, re.M), out[-3000:]
+        assert (tmp_path / "robot-models" / "grasp.pt").stat().st_size > 10_000
+        # The run says what is left and how to remove it, and does not claim a clean end.
+        assert code == 1, out[-4000:]
+        last = out.strip().splitlines()[-1]
+        assert last.startswith("fogros-dist: error: "), last
+        assert "gpu1" in last, last
+        assert "fogros-dist down lostfleet-train" in last, last
+        assert StateStore(tmp_path / "home").names() == ["lostfleet-train"]
+    finally:
+        subprocess.run([*link, "up"], check=True)
+    done = subprocess.run(
+        [*CLI, "down", "lostfleet-train"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
     assert StateStore(tmp_path / "home").names() == []
     _assert_only_sshd_left(lan_hosts)
 

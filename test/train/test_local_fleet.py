@@ -157,6 +157,14 @@ def test_ctrl_c_stops_every_agent_and_worker(env: dict[str, str]) -> None:
             "or loss=0.3",
         ),
         (
+            ["--nodes", "2", "--collective-timeout", "0"],
+            "--collective-timeout 0 must be > 0 seconds, e.g. 300",
+        ),
+        (
+            ["--collective-timeout", "30"],
+            "--collective-timeout 30 needs --nodes or --on: one process has no peers",
+        ),
+        (
             ["--target", "heldout_accuracy=0.9"],
             "--target heldout_accuracy=0.9 needs --nodes or --on: only a fleet run writes a run report",
         ),
