@@ -241,6 +241,11 @@ class Deployment:
         for callers that supervise the nodes themselves (fleet training) instead of :meth:`wait`."""
         return {key: proc.poll() for key, proc in self._processes.items() if proc.record.role == "node"}
 
+    def node_unreachable(self, key: str) -> str | None:
+        """Why the last check of node process ``key`` could not reach its machine (None: it could):
+        a supervisor need not wait for a process it cannot hear from."""
+        return self._processes[key].unreachable
+
     def provider_of(self, machine: str) -> tuple[Host, Provider]:
         """The Host of ``machine`` and its provider, once provisioned (e.g. to upload a file)."""
         host = self._host(machine)

@@ -91,6 +91,10 @@ class RunningProcess(Protocol):
     def poll(self) -> int | None:
         """Exit code if the process has ended (negative: killed by that signal), else None."""
 
+    @property
+    def unreachable(self) -> str | None:
+        """Why the last check of the process could not reach its machine; None if it could."""
+
     def stop(self, *, grace: float, sigint_grace: float | None = None) -> int | None:
         """Stop the process group; return the exit code if known.
 

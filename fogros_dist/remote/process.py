@@ -18,7 +18,7 @@ from typing import Any, Literal
 from fogros_dist.errors import ProvisionError
 from fogros_dist.logs import module_logger
 from fogros_dist.remote.agent import HostAgent
-from fogros_dist.remote.runner import ConnectionLost
+from fogros_dist.remote.runner import ConnectionLost, HostUnreachable
 from fogros_dist.spec import ProcessRecord
 
 __all__ = ["RemoteProcess", "Sink"]
@@ -30,6 +30,8 @@ Sink = Callable[[str, str, Literal["stdout", "stderr"], str], None]
 # How often poll() asks the host, with and without a follower that reports the exit itself.
 _POLL_INTERVAL_S = 0.5
 _POLL_INTERVAL_FOLLOWED_S = 5.0
+# How long one poll waits for the host's answer before taking the process to be still running.
+_POLL_WAIT_S = 2.0
 # After a failed reconnect (the runner already retried a bounded number of times), wait this
 # long before the follower tries again; the process may well still run.
 _RECONNECT_PAUSE_S = 3.0
@@ -68,6 +70,9 @@ class RemoteProcess:
         self._exit: int | None = None
         self._ended = threading.Event()
         self._last_check = 0.0
+        # Why the last check could not reach the host (None: it did); warned once per outage.
+        self._unreachable: str | None = None
+        self._checking: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stop_following = threading.Event()
         self._followers: list[threading.Thread] = []
@@ -80,24 +85,47 @@ class RemoteProcess:
     def poll(self) -> int | None:
         """Exit code if ended (negative: killed by that signal; -1: vanished), else None.
 
-        Asks the host at most every 0.5 s (every 5 s while a follower reports the exit); if the
-        host is unreachable right now the process is taken to be still running.
+        Asks the host at most every 0.5 s (every 5 s while a follower reports the exit), and waits
+        at most 2 s for the answer: a supervisor polling many processes in one loop is never held
+        up by one whose host is lost (reaching it may take a whole retry budget). Until the host
+        answers, or while it cannot be reached, the process is taken to be still running (see
+        :attr:`unreachable`); the answer, when it comes, counts for the next poll.
         """
         if self._ended.is_set():
             return self._exit
         interval = _POLL_INTERVAL_FOLLOWED_S if self._following() else _POLL_INTERVAL_S
         now = time.monotonic()
         with self._lock:
+            if self._checking is not None and self._checking.is_alive():
+                return None  # the poll that started it already waited for it
             if now - self._last_check < interval:
                 return None
             self._last_check = now
+            check = threading.Thread(
+                target=self._check, name=f"poll-{self._record.machine}-{self._record.name}", daemon=True
+            )
+            self._checking = check
+        check.start()
+        check.join(_POLL_WAIT_S)
+        return self._exit if self._ended.is_set() else None
+
+    def _check(self) -> None:
         try:
             state = self._agent.status(self._rundir, [self._record.name])[self._record.name]
-        except ProvisionError as err:
-            _log.warning("%s: cannot check %s now (%s)", self._record.machine, self._record.name, err)
-            return None
+        except (ProvisionError, OSError) as err:  # OSError: a socket that failed under paramiko
+            if self._unreachable is None:
+                _log.warning("%s: cannot check %s now (%s)", self._record.machine, self._record.name, err)
+            self._unreachable = str(err)
+            return
+        if self._unreachable is not None:
+            _log.warning("%s: reached again (checking %s)", self._record.machine, self._record.name)
+            self._unreachable = None
         self._absorb(state)
-        return self._exit if self._ended.is_set() else None
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why the last check could not reach the host (None: it did, or none was made yet)."""
+        return self._unreachable
 
     def stop(self, *, grace: float, sigint_grace: float | None = None) -> int | None:
         """Stop the process group on the host; return the exit code.
@@ -171,8 +199,8 @@ class RemoteProcess:
             try:
                 if self._stream(sink):
                     return
-            except ConnectionLost:
-                pass
+            except (ConnectionLost, HostUnreachable):
+                pass  # the host may come back: the process keeps running there
             except ProvisionError as err:
                 # The agent itself failed to follow (not the connection): retrying will not help.
                 _log.warning("%s: cannot follow %s: %s", self._record.machine, self._record.name, err)
@@ -188,6 +216,10 @@ class RemoteProcess:
                 lost = True
             try:
                 runner.reconnect(generation)
+                lost = False  # a later outage is said again
+            except HostUnreachable:
+                # Said once per outage (the lost line above); tried again until the host answers.
+                self._stop_following.wait(_RECONNECT_PAUSE_S)
             except ProvisionError as err:
                 _log.warning("%s: %s", self._record.machine, err)
                 self._stop_following.wait(_RECONNECT_PAUSE_S)

@@ -5,6 +5,10 @@ read as it comes; ``sftp()`` moves files. Connecting is retried a bounded number
 backoff, and only for failures that can pass (refused, timed out, no banner yet); a wrong host
 key, an unknown host or a rejected key fail at once. Each failure is one line naming the stage
 (``ssh-ready``), the machine and the fix. If the connection drops, the next call reconnects.
+A host that just exhausted every attempt is taken to be unreachable for
+:data:`REMEMBER_UNREACHABLE_S`: a connect in that time (another thread that waited behind the
+failing one, the next step of a teardown) fails at once with the same line instead of spending
+the whole retry budget again; the first connect after it tries for real.
 
 Cancellation is per call, not per runner: ``connect``, ``run``, ``open_stream``, ``sftp`` and
 ``reconnect`` take ``cancel`` (an event, see :mod:`fogros_dist.remote.cancel`; None: never
@@ -51,7 +55,16 @@ from fogros_dist.remote.hostkeys import (
 )
 from fogros_dist.remote.target import SSHTarget
 
-__all__ = ["Completed", "ConnectionLost", "ForwardRefused", "RetryPolicy", "SSHRunner", "openssh_argv"]
+__all__ = [
+    "REMEMBER_UNREACHABLE_S",
+    "Completed",
+    "ConnectionLost",
+    "ForwardRefused",
+    "HostUnreachable",
+    "RetryPolicy",
+    "SSHRunner",
+    "openssh_argv",
+]
 
 # Receives (stage, message), as a provider's progress does.
 Progress = Callable[[str, str], None]
@@ -62,10 +75,20 @@ _PARAMIKO_LOG = "fogros_dist.remote.paramiko"
 # Keepalives let a dead peer (a cable pulled, a host gone) show up as an error within seconds
 # instead of a read that never returns.
 _KEEPALIVE_S = 5
+# How long a host whose every attempt just failed is not tried again. Each stage that talks to a
+# lost machine (a supervisor's poll, its output followers, each teardown step) otherwise spent a
+# full retry budget (16-47 s) in turn, one after another on the runner's lock. Short, so that a
+# host back on the network is reached again within seconds.
+REMEMBER_UNREACHABLE_S = 10.0
 
 
 class ConnectionLost(ProvisionError):
     """The SSH connection dropped while a command ran; it may or may not have run to its end."""
+
+
+class HostUnreachable(ProvisionError):
+    """Every attempt to connect failed with what can pass (refused, timed out, no route): the host
+    may come back, unlike a wrong key or a rejected login."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,6 +284,9 @@ class SSHRunner:
         self._sftp: Any = None
         self._generation = 0
         self._forwards: list[Any] = []
+        # (monotonic time, message) of the last connect whose every attempt failed; None once one
+        # succeeds.
+        self._unreachable: tuple[float, HostUnreachable] | None = None
         # Keys recorded on first contact (trust_new_host): the target's, and the jump hosts'.
         self.recorded_key: HostKey | None = None
         self.recorded_jump_keys: list[tuple[SSHTarget, HostKey]] = []
@@ -289,14 +315,24 @@ class SSHRunner:
                 N, seconds elapsed, what the last attempt saw), at most every few seconds.
 
         Raises:
-            ProvisionError: one line naming stage ``ssh-ready``, the machine and the fix.
+            ProvisionError: one line naming stage ``ssh-ready``, the machine and the fix (at once,
+                with the same line, if every attempt failed less than REMEMBER_UNREACHABLE_S ago).
             Cancelled: ``cancel`` was set first.
         """
         with self._lock:
             if self._alive():
                 return
             self._close_locked()
-            self._client = self._connect_with_retries(cancel, _WaitReport(self, progress))
+            if self._unreachable is not None:
+                failed_at, unreachable = self._unreachable
+                if time.monotonic() - failed_at < REMEMBER_UNREACHABLE_S:
+                    raise HostUnreachable(str(unreachable))
+            try:
+                self._client = self._connect_with_retries(cancel, _WaitReport(self, progress))
+            except HostUnreachable as err:
+                self._unreachable = (time.monotonic(), err)
+                raise
+            self._unreachable = None
             self._generation += 1
 
     def reconnect(self, stale_generation: int, *, cancel: CancelEvent | None = None) -> None:
@@ -498,7 +534,7 @@ class SSHRunner:
         self._check_cancel(cancel, report)
         assert last is not None
         msg = self._transient_message(last, policy.attempts, report.elapsed)
-        raise ProvisionError(msg) from last.cause
+        raise HostUnreachable(msg) from last.cause
 
     def _check_cancel(self, cancel: CancelEvent | None, report: _WaitReport) -> None:
         if cancel is not None and cancel.is_set():

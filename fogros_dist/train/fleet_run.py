@@ -508,11 +508,22 @@ def _supervise(
                         f"[train:{machine}] its agent could not be started again; the run goes on without it"
                     )
         if by_machine[head] is not None:
-            head_done_at = head_done_at or time.monotonic()
-            if all(c is not None for m, c in by_machine.items() if m not in rejoin_at):
+            # The others end with the head's last round; one that cannot be reached is not
+            # waited for (teardown says what is left of it).
+            waiting = [
+                m
+                for m, c in by_machine.items()
+                if c is None and m not in rejoin_at and deployment.node_unreachable(keys[m]) is None
+            ]
+            waited = 0.0 if head_done_at is None else time.monotonic() - head_done_at
+            if not waiting or waited > _OTHERS_GRACE_S:
                 return by_machine
-            if time.monotonic() - head_done_at > _OTHERS_GRACE_S:
-                return by_machine
+            if head_done_at is None:
+                head_done_at = time.monotonic()
+                echo(
+                    f"train: {head}'s agent ended; waiting up to {_OTHERS_GRACE_S:g} s for "
+                    f"{', '.join(waiting)} to end"
+                )
         time.sleep(0.2)
 
 

@@ -6,6 +6,7 @@ checked directly in /proc (PID and start time, as the agent records them).
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -199,3 +200,34 @@ def test_upload_makes_the_directories_a_node_files_path_needs(
     assert str(placed) == f"{host.workdir}/files/robot1.planner/params-1-params.yaml"
     # The namespace hosts share this machine's file system.
     assert placed.read_text() == local.read_text()
+
+
+def test_a_lost_host_never_holds_up_a_poll_and_its_process_is_heard_from_once_it_is_back(
+    machines: tuple[RemoteMachines, Host], beta: LabHost
+) -> None:
+    """With beta's link cut, reaching it takes a whole retry budget (4 attempts, 14 s or more), but
+    a supervisor polling several processes in one loop must see the others' ends meanwhile: each
+    poll waits at most 2 s, says unreachable once the check failed, and the exit comes through
+    after the link is back."""
+    remote, host = machines
+    proc = remote.start(host, role="node", name="lost", argv=("sh", "-c", "sleep 6; exit 4"), env=())
+    assert proc.poll() is None
+    assert proc.unreachable is None
+    link = ["ip", "-n", beta.netns, "link", "set", beta.veth_host]
+    subprocess.run([*link, "down"], check=True)
+    try:
+        slowest = 0.0
+        deadline = time.monotonic() + 60.0
+        while proc.unreachable is None:
+            assert time.monotonic() < deadline, "the check never failed"
+            started = time.monotonic()
+            assert proc.poll() is None
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.2)
+        assert slowest < 4.0, slowest
+        assert "machine 'gpu'" in proc.unreachable, proc.unreachable
+    finally:
+        subprocess.run([*link, "up"], check=True)
+    _wait(lambda: proc.poll() is not None, timeout=60.0)
+    assert proc.poll() == 4
+    assert proc.unreachable is None

@@ -225,3 +225,39 @@ def test_known_hosts_helpers_match_openssh(ssh_lab: SSHLab, beta: LabHost, tmp_p
     other = HostKey.from_line(client_pub)
     with pytest.raises(ConfigError, match=rf"host key of {re.escape(name)} CHANGED"):
         add_known_host(str(path), name=name, key=other)
+
+
+def test_a_host_that_just_failed_every_attempt_is_not_tried_again_for_a_while(
+    ssh_lab: SSHLab, scratch_host: Callable[[], LabHost], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every stage that talks to a lost machine (a supervisor's poll, its followers, each teardown
+    step) would otherwise spend the whole retry budget in turn: the runner remembers the failure
+    for REMEMBER_UNREACHABLE_S and repeats it at once, then tries for real again."""
+    import fogros_dist.remote.runner as runner_module
+    from fogros_dist.remote.runner import REMEMBER_UNREACHABLE_S, HostUnreachable
+
+    host = scratch_host()
+    known = tmp_path / "known_hosts"
+    known.write_text(host.known_hosts_line())
+    runner = SSHRunner(make_target(ssh_lab, host, known), retry=FAST_RETRY)
+    try:
+        ssh_lab.stop_sshd(host)
+        with pytest.raises(HostUnreachable) as first:
+            runner.connect()
+        failed_at = time.monotonic()
+        # sshd is back, but the failure is fresh: not tried (a try would succeed now).
+        ssh_lab.start_sshd(host)
+        with pytest.raises(HostUnreachable) as again:
+            runner.connect()
+        assert time.monotonic() - failed_at < REMEMBER_UNREACHABLE_S
+        assert str(again.value) == str(first.value)
+        # Once the memory is past, the next connect tries, succeeds, and forgets the failure.
+        monkeypatch.setattr(runner_module, "REMEMBER_UNREACHABLE_S", 0.0)
+        assert runner.run(["echo", "back"]).stdout == "back\n"
+        # Forgotten: a cut connection is replaced at once, within the memory's span again.
+        monkeypatch.setattr(runner_module, "REMEMBER_UNREACHABLE_S", REMEMBER_UNREACHABLE_S)
+        assert host.kill_sessions() >= 1
+        time.sleep(0.2)
+        assert runner.run(["true"]).exit_code == 0
+    finally:
+        runner.close()

@@ -168,6 +168,11 @@ class LocalProcess:
             self._exit_code = code
         return self._exit_code
 
+    @property
+    def unreachable(self) -> str | None:
+        """Always None: this machine is always reachable."""
+        return None
+
     def stop(self, *, grace: float, sigint_grace: float | None = None) -> int | None:
         """Stop the group; return the exit code if known.
 
