@@ -1,9 +1,8 @@
 """Which packages of a user's workspace travel: found with catkin_pkg, closed over dependencies,
 dependencies first; the workspace itself found from a real colcon overlay.
 
-The only thing built here is the user's workspace this test writes itself (workspace_helpers:
-two ament_python packages and an unrelated one), as a user runs `colcon build` before launching;
-no ROS 2 source is fetched or built."""
+The only workspace here is the user's one this test writes itself (workspace_helpers: two
+ament_python packages and an unrelated one), built as a user does before launching."""
 
 from __future__ import annotations
 
