@@ -10,10 +10,10 @@ ROS_SETUP ?= $(firstword $(wildcard $(if $(ROS_DISTRO),/opt/ros/$(ROS_DISTRO)/se
 	/opt/ros/kilted/setup.bash /opt/ros/jazzy/setup.bash /opt/ros/humble/setup.bash))
 WITH_ROS := $(if $(ROS_SETUP),source $(ROS_SETUP) &&,)
 # Debian packages the tests use: network namespaces and tc (iproute2), OpenSSH servers and rsync
-# for the SSH hosts, cloud-init's schema validator for cloud_images/; and, without their
-# recommended packages (wireguard-tools recommends a whole kernel), WireGuard (userspace
+# for the SSH hosts, cloud-init's schema validator and shellcheck for cloud_images/; and, without
+# their recommended packages (wireguard-tools recommends a whole kernel), WireGuard (userspace
 # wireguard-go where the kernel has no module) and nftables for a training fleet's mesh.
-SYSTEM_PACKAGES := iproute2 procps openssh-server openssh-client rsync cloud-init
+SYSTEM_PACKAGES := iproute2 procps openssh-server openssh-client rsync cloud-init shellcheck
 LEAN_PACKAGES := wireguard-tools wireguard-go nftables
 
 .PHONY: all venv system-deps demo test lint typecheck pytest bench clean
@@ -52,9 +52,13 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy --strict fogros_dist
 
-# The 25 slowest tests are listed at the end: CI must stay well under 30 minutes on 2 cores.
+# Two workers (PYTEST_WORKERS): most tests wait on links and processes, not on the CPU, and
+# every fixture claims its namespaces, subnets and DDS domains by file lock. The 25 slowest
+# tests and the reason for each skip are listed at the end: CI must stay well under 30 minutes
+# on 2 cores.
+PYTEST_WORKERS ?= 2
 pytest: venv system-deps
-	$(WITH_ROS) $(BIN)/python -m pytest -q --durations=25 test
+	$(WITH_ROS) $(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS) --dist worksteal --durations=25 test
 
 test: lint typecheck pytest
 

@@ -335,6 +335,12 @@ def test_local_machines_mixed_with_remote_ones_are_refused_by_name(tmp_path: Pat
     assert "mixes Local machines (here)" in errors[0]
 
 
+# The two-lab fleet's name, one per test process: the mesh's interface names follow it, and with
+# them wireguard-go's control sockets in the /var/run/wireguard every namespace shares, which
+# make test's workers (running side by side) must not meet.
+_TWO_LABS = f"twolabs{os.getpid()}"
+
+
 @pytest.fixture(scope="module")
 def two_labs(ssh_lab: SSHLab) -> Iterator[list[LabHost]]:
     """Two SSH hosts on two subnets whose only path to each other is a router that passes UDP to
@@ -345,7 +351,7 @@ def two_labs(ssh_lab: SSHLab) -> Iterator[list[LabHost]]:
     hosts = [ssh_lab.add_host(f"lab{i}", port=22, lan=lan) for i, lan in enumerate(lans)]
     router = f"fdtrr{os.getpid() % 100000}"
     subprocess.run(["ip", "netns", "del", router], capture_output=True, check=False)
-    port = default_listen_port("twolabs-train")
+    port = default_listen_port(f"{_TWO_LABS}-train")
 
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
@@ -402,7 +408,7 @@ def test_two_labs_joined_only_by_the_wireguard_mesh_train_together(
     first, second = two_labs
     # The robot reaches both; they do not reach each other (the router passes only WireGuard's UDP).
     assert not _tcp_reaches(first.netns, second.address, 22)
-    fleet = _ssh_fleet(ssh_lab, two_labs, tmp_path, name="twolabs", prefix="lab")
+    fleet = _ssh_fleet(ssh_lab, two_labs, tmp_path, name=_TWO_LABS, prefix="lab")
     env = _env(tmp_path, wheel_cache, robot_domain)
     done = _train(env, "--on", str(fleet), "--vpn", "wireguard", *SMALL, "--json")
     out = done.stdout + done.stderr
@@ -433,7 +439,7 @@ def test_a_robot_killed_while_the_mesh_is_up_leaves_it_to_down(
     interface, and `fogros-dist down` removes wireguard-go, the interface and the firewall table."""
     if shutil.which("wireguard-go") is None or shutil.which("wg") is None or shutil.which("nft") is None:
         pytest.skip("needs wireguard-go, wireguard-tools and nftables (make system-deps installs them)")
-    fleet = _ssh_fleet(ssh_lab, two_labs, tmp_path, name="twolabs", prefix="lab")
+    fleet = _ssh_fleet(ssh_lab, two_labs, tmp_path, name=_TWO_LABS, prefix="lab")
     env = _env(tmp_path, wheel_cache, robot_domain)
     argv = [*CLI, "train", "grasp", "--on", str(fleet), "--vpn", "wireguard", *SMALL]
     popen = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -451,7 +457,8 @@ def test_a_robot_killed_while_the_mesh_is_up_leaves_it_to_down(
         popen.wait()
     store = StateStore(tmp_path / "home")
     recorded = {
-        h.machine: dict(h.env).get("FOGROS_MESH_INTERFACE", "") for h in store.load("twolabs-train").hosts
+        h.machine: dict(h.env).get("FOGROS_MESH_INTERFACE", "")
+        for h in store.load(f"{_TWO_LABS}-train").hosts
     }
     assert sorted(recorded) == ["lab0", "lab1"]
     assert all(v.startswith("fdwg") for v in recorded.values()), recorded
@@ -461,7 +468,12 @@ def test_a_robot_killed_while_the_mesh_is_up_leaves_it_to_down(
         )
         assert "fdwg" in links.stdout
     down = subprocess.run(
-        [*CLI, "down", "twolabs-train"], env=env, capture_output=True, text=True, timeout=120, check=False
+        [*CLI, "down", f"{_TWO_LABS}-train"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert down.returncode == 0, down.stdout + down.stderr
     for host in two_labs:
