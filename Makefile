@@ -12,9 +12,10 @@ WITH_ROS := $(if $(ROS_SETUP),source $(ROS_SETUP) &&,)
 # Debian packages the tests use: network namespaces and tc (iproute2), OpenSSH servers and rsync
 # for the SSH hosts, cloud-init's schema validator and shellcheck for cloud_images/; and, without
 # their recommended packages (wireguard-tools recommends a whole kernel), WireGuard (userspace
-# wireguard-go where the kernel has no module) and nftables for a training fleet's mesh.
+# wireguard-go where the kernel has no module) and nftables for a training fleet's mesh, and
+# iptables, the host firewall where a machine has no nft.
 SYSTEM_PACKAGES := iproute2 procps openssh-server openssh-client rsync cloud-init shellcheck
-LEAN_PACKAGES := wireguard-tools wireguard-go nftables
+LEAN_PACKAGES := wireguard-tools wireguard-go nftables iptables
 
 .PHONY: all venv system-deps demo test lint typecheck pytest bench clean
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fogros_dist.errors import ConfigError, FogError
 from fogros_dist.spec import MachineSpec
 from fogros_dist.train.context import DEFAULT_COLLECTIVE_TIMEOUT_S
+from fogros_dist.train.options import DEFAULT_JOIN_WAIT_S
 from fogros_dist.workloads import get_workload, workload_names
 
 if TYPE_CHECKING:
@@ -84,6 +85,15 @@ def _parser(workload: Workload) -> argparse.ArgumentParser:
         "--max-restarts", type=int, default=0, help="times torchrun restarts the workers (default 0)"
     )
     fleet.add_argument(
+        "--join-wait",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="with --nodes MIN:MAX: how long a round that has MIN machines waits for more before it "
+        "starts, at the start and after a machine is lost or rejoins (default "
+        f"{DEFAULT_JOIN_WAIT_S}; torch elastic's last_call_timeout)",
+    )
+    fleet.add_argument(
         "--vpn",
         default="none",
         choices=("none", "wireguard"),
@@ -139,6 +149,9 @@ def _check_fleet_options(own: argparse.Namespace) -> None:
         if not own.collective_timeout > 0:
             msg = f"--collective-timeout {own.collective_timeout:g} must be > 0 seconds, e.g. 300"
             raise ConfigError(msg)
+    if own.join_wait is not None and not on_fleet:
+        msg = f"--join-wait {own.join_wait} needs --nodes or --on: one process joins no rendezvous"
+        raise ConfigError(msg)
     if own.target is not None:
         if not on_fleet:
             msg = f"--target {own.target} needs --nodes or --on: only a fleet run writes a run report"
@@ -198,6 +211,7 @@ _FLEET_OPTIONS = {
     "--on": 1,
     "--nproc-per-node": 1,
     "--max-restarts": 1,
+    "--join-wait": 1,
     "--json": 0,
     "--serve-to": 1,
     "--vpn": 1,
@@ -271,6 +285,7 @@ def _train_on_fleet(name: str, own: argparse.Namespace, words: list[str]) -> Fle
         nodes=requested,
         nproc_per_node=own.nproc_per_node,
         max_restarts=own.max_restarts,
+        join_wait_s=DEFAULT_JOIN_WAIT_S if own.join_wait is None else own.join_wait,
         keep_global_batch=own.keep_global_batch,
     )
     if not isinstance(get_workload(name), DistributedWorkload):

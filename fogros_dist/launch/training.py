@@ -25,7 +25,7 @@ from typing import Any
 from launch.actions import ExecuteProcess
 
 from fogros_dist.errors import ConfigError
-from fogros_dist.train.options import FleetOptions, parse_nodes
+from fogros_dist.train.options import DEFAULT_JOIN_WAIT_S, FleetOptions, parse_nodes
 from fogros_dist.workloads import workload_names
 
 __all__ = ["FogTraining", "training_command"]
@@ -42,6 +42,7 @@ def training_command(
     on: str | Path | None = None,
     nproc_per_node: int = 1,
     max_restarts: int = 0,
+    join_wait: int | None = None,
     comm_hook: str = "none",
     keep_global_batch: bool = False,
     serve_to: str | None = None,
@@ -66,8 +67,15 @@ def training_command(
         msg = "FogTraining needs nodes= (Local machines here) or on= (a deployment file's machines)"
         raise ConfigError(msg)
     # The same range checks as the CLI's, before launch starts anything.
-    FleetOptions(nodes=parse_nodes("1"), nproc_per_node=nproc_per_node, max_restarts=max_restarts)
+    FleetOptions(
+        nodes=parse_nodes("1"),
+        nproc_per_node=nproc_per_node,
+        max_restarts=max_restarts,
+        join_wait_s=DEFAULT_JOIN_WAIT_S if join_wait is None else join_wait,
+    )
     command += ["--nproc-per-node", str(nproc_per_node), "--max-restarts", str(max_restarts)]
+    if join_wait is not None:
+        command += ["--join-wait", str(join_wait)]
     if comm_hook != "none":
         from fogros_dist.train.comm_hooks import parse_comm_hook
 
@@ -98,7 +106,8 @@ class FogTraining(ExecuteProcess):  # type: ignore[misc]
         workload: ``grasp`` (the workloads that train on a fleet).
         nodes: machines, ``N`` or ``"MIN:MAX"`` (Local machines here unless ``on`` is given).
         on: a deployment file whose machines train.
-        nproc_per_node, max_restarts, comm_hook, keep_global_batch: as the CLI's options.
+        nproc_per_node, max_restarts, join_wait, comm_hook, keep_global_batch: as the CLI's
+            options (``join_wait``: ``--join-wait``, seconds).
         target: the run report's time to target, ``"heldout_accuracy=0.85"`` (``--target``).
         serve_to: ``DEPLOYMENT/NODE`` that gets the trained model, without a restart.
         options: the workload's own training options (e.g. ``["--epochs", "4"]``).
@@ -113,6 +122,7 @@ class FogTraining(ExecuteProcess):  # type: ignore[misc]
         on: str | Path | None = None,
         nproc_per_node: int = 1,
         max_restarts: int = 0,
+        join_wait: int | None = None,
         comm_hook: str = "none",
         keep_global_batch: bool = False,
         serve_to: str | None = None,
@@ -126,6 +136,7 @@ class FogTraining(ExecuteProcess):  # type: ignore[misc]
             on=on,
             nproc_per_node=nproc_per_node,
             max_restarts=max_restarts,
+            join_wait=join_wait,
             comm_hook=comm_hook,
             keep_global_batch=keep_global_batch,
             serve_to=serve_to,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fogros_dist.errors import ConfigError
 from fogros_dist.train.local_fleet import RUN_MARK_ENV, agent_argv
-from fogros_dist.train.options import FleetOptions, NodeRange
+from fogros_dist.train.options import DEFAULT_JOIN_WAIT_S, FleetOptions, NodeRange
 
 __all__ = ["RENDEZVOUS_FILE", "Rendezvous", "main", "route_to"]
 
@@ -54,6 +54,7 @@ class Rendezvous:
     max_restarts: int
     workload_argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
+    join_wait_s: int = DEFAULT_JOIN_WAIT_S
 
     def to_json(self) -> str:
         """The file's text."""
@@ -75,6 +76,7 @@ class Rendezvous:
                 max_restarts=int(data["max_restarts"]),
                 workload_argv=tuple(str(w) for w in data["workload_argv"]),
                 env=tuple((str(k), str(v)) for k, v in data.get("env", ())),
+                join_wait_s=int(data.get("join_wait_s", DEFAULT_JOIN_WAIT_S)),
             )
         except (ValueError, KeyError, TypeError) as err:
             msg = f"{RENDEZVOUS_FILE} is not a fleet rendezvous ({err}): it is written by the robot"
@@ -140,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nodes=NodeRange(rendezvous.min_nodes, rendezvous.max_nodes),
         nproc_per_node=rendezvous.nproc_per_node,
         max_restarts=rendezvous.max_restarts,
+        join_wait_s=rendezvous.join_wait_s,
     )
     command = agent_argv(
         workload_argv=rendezvous.workload_argv,

@@ -448,6 +448,7 @@ def _hand_out_rendezvous(
             max_nodes=options.nodes.maximum,
             nproc_per_node=options.nproc_per_node,
             max_restarts=options.max_restarts,
+            join_wait_s=options.join_wait_s,
             workload_argv=workload_argvs[machine.name],
             env=tuple(
                 sorted(

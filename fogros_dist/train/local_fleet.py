@@ -130,9 +130,10 @@ def agent_argv(
         "--rdzv-id",
         run_id,
         # The head hosts the store; every other agent is told so instead of guessing it from
-        # its host name (on one host every agent would think it is the head).
+        # its host name (on one host every agent would think it is the head). last_call: how
+        # long a round with MIN machines waits for more (see DEFAULT_JOIN_WAIT_S).
         "--rdzv-conf",
-        f"is_host={'true' if is_host else 'false'}",
+        f"is_host={'true' if is_host else 'false'},last_call_timeout={options.join_wait_s}",
         "--max-restarts",
         str(options.max_restarts),
         "--monitor-interval",

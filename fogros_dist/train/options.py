@@ -1,5 +1,6 @@
 """A distributed run's shape as the user gives it: ``--nodes MIN:MAX``, ``--nproc-per-node``,
-``--max-restarts``, ``--keep-global-batch``; each bad value is one ConfigError naming it."""
+``--max-restarts``, ``--join-wait``, ``--keep-global-batch``; each bad value is one ConfigError
+naming it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from dataclasses import dataclass
 
 from fogros_dist.errors import ConfigError
 
-__all__ = ["MAX_NODES", "FleetOptions", "NodeRange", "parse_nodes"]
+__all__ = ["DEFAULT_JOIN_WAIT_S", "MAX_NODES", "FleetOptions", "NodeRange", "parse_nodes"]
 
 # More agents than this on one rendezvous is a typo, not a fleet this tool provisions.
 MAX_NODES = 64
+# How long a rendezvous round that has MIN machines waits for more before it starts (torch
+# elastic's last_call_timeout; the same 30 s as torchrun's). A round stops waiting as soon as MAX
+# have joined, so a machine that comes back in time (its agent restarted, torch imported: a few
+# seconds on one host, more where CUDA starts) costs nothing; a machine that is gone for good
+# costs the whole fleet this long, idle, at each membership change of an elastic run (MIN < MAX).
+# Shorter trades the first for the second: --join-wait. Runs of a fixed size never wait.
+DEFAULT_JOIN_WAIT_S = 30
+_MAX_JOIN_WAIT_S = 3600
 _NODES = re.compile(r"(\d{1,3})(?::(\d{1,3}))?")
 
 
@@ -58,6 +67,7 @@ class FleetOptions:
     nodes: NodeRange
     nproc_per_node: int = 1
     max_restarts: int = 0
+    join_wait_s: int = DEFAULT_JOIN_WAIT_S
     # True: the workload's --batch-size is the global batch, split across ranks, same learning
     # rate. False (default): it is the per-rank batch, and the learning rate grows with the world
     # size (Goyal et al.'s linear rule, with the schedule's warm-up).
@@ -69,4 +79,10 @@ class FleetOptions:
             raise ConfigError(msg)
         if not 0 <= self.max_restarts <= 100:
             msg = f"--max-restarts {self.max_restarts} is out of range: use 0..100"
+            raise ConfigError(msg)
+        if not 0 <= self.join_wait_s <= _MAX_JOIN_WAIT_S:
+            msg = (
+                f"--join-wait {self.join_wait_s} is out of range: use 0..{_MAX_JOIN_WAIT_S} seconds "
+                f"(default {DEFAULT_JOIN_WAIT_S})"
+            )
             raise ConfigError(msg)

@@ -66,6 +66,10 @@ def test_fog_training_trains_on_two_local_machines_under_launch(tmp_path: Path) 
         ({"workload": "grasp", "nodes": 2, "serve_to": "no-slash"}, "is not DEPLOYMENT/NODE"),
         ({"workload": "grasp", "on": "/nonexistent/fleet.toml"}, "no such deployment file"),
         (
+            {"workload": "grasp", "nodes": "1:2", "join_wait": -1},
+            r"--join-wait -1 is out of range: use 0\.\.3600",
+        ),
+        (
             {"workload": "grasp", "nodes": 2, "target": "accuracy"},
             "--target 'accuracy': expected METRIC=VALUE",
         ),
