@@ -52,7 +52,8 @@ RESULTS = ROOT / "bench" / "results" / "train_scaling.json"
 PLOT = ROOT / "bench" / "results" / "train_scaling.png"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
-HOOKS = ("none", "fp16", "bf16", "powersgd", "topk", "sketch")
+# Local SGD at its default period (8) and at 16: how far its one knob goes on a slow link.
+HOOKS = ("none", "fp16", "bf16", "powersgd", "topk", "sketch", "localsgd", "localsgd:16")
 _PREFIX = "fdts"
 _TBF = ("burst", "32kbit", "latency", "100ms")
 # The grasp run: small enough for 2 CPUs, large enough that accuracy separates the hooks. The
@@ -245,8 +246,9 @@ def _plan(quick: bool) -> list[tuple[int, str, int, str]]:
     plan = [(narrow, "50mbit", 1, "none")]
     plan += [(narrow, "50mbit", hosts, hook) for hosts in (2, 3) for hook in HOOKS]
     plan += [(wide, "50mbit", 1, "none")]
-    plan += [(wide, "50mbit", 2, hook) for hook in ("none", "fp16", "powersgd", "topk")]
-    plan += [(narrow, "200mbit", hosts, hook) for hosts in (2, 3) for hook in ("none", "fp16", "powersgd")]
+    plan += [(wide, "50mbit", 2, hook) for hook in ("none", "fp16", "powersgd", "topk", "localsgd")]
+    fast = ("none", "fp16", "powersgd", "localsgd")
+    plan += [(narrow, "200mbit", hosts, hook) for hosts in (2, 3) for hook in fast]
     return plan
 
 

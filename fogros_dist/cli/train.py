@@ -105,7 +105,7 @@ def _parser(workload: Workload) -> argparse.ArgumentParser:
         default="none",
         metavar="HOOK[:PARAM]",
         help="DDP gradient communication: none, fp16, bf16, powersgd[:RANK], topk[:RATIO], "
-        "sketch[:RATIO] (default none)",
+        "sketch[:RATIO], or localsgd[:PERIOD] (parameters averaged every PERIOD steps; default none)",
     )
     fleet.add_argument(
         "--keep-global-batch",

@@ -25,6 +25,10 @@ bucket of n float32 gradients, per rank and step:
   float32 cells) and the vectors, all-reduced; the k heaviest coordinates of the sum, recovered
   from it, have their exact values all-reduced next. About twice RATIO of ``none``'s bytes.
   Like PowerSGD, it starts its second all-reduce from the first one's callback: one bucket.
+* ``localsgd[:PERIOD]`` (default 8): local SGD, torch's ``post_localSGD_hook``: after
+  :data:`LOCALSGD_START_STEP` steps of plain all-reduce, no gradient is sent; the ranks average
+  their parameters (4n bytes, one all-reduce) every PERIOD steps and at each epoch's end
+  (:mod:`fogros_dist.train.local_sgd`): about 4n / PERIOD bytes a step.
 
 Measured, not estimated: each run's metrics carry ``bytes_per_step`` (payload handed to
 collectives, mean over the run's steps; DDP's per-forward broadcast of BatchNorm buffers
@@ -50,16 +54,20 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
 
+    from fogros_dist.train.local_sgd import LocalSGD
+
 __all__ = [
     "HOOK_CHOICES",
+    "LOCALSGD_START_STEP",
     "POWERSGD_START_STEP",
     "CommHook",
     "bucket_cap_mb",
+    "local_sgd",
     "parse_comm_hook",
     "register_comm_hook",
 ]
 
-HOOK_CHOICES = "none, fp16, bf16, powersgd[:RANK], topk[:RATIO], sketch[:RATIO]"
+HOOK_CHOICES = "none, fp16, bf16, powersgd[:RANK], topk[:RATIO], sketch[:RATIO], localsgd[:PERIOD]"
 # Plain all-reduce for PowerSGD's first steps. Early gradients are the largest and turn fastest,
 # where a low-rank approximation loses most (torch's docs suggest ~10 % of the run, and no fewer
 # than the warm-up); the runs this tool makes are tens to hundreds of steps, so 10 is that 10 %
@@ -67,6 +75,15 @@ HOOK_CHOICES = "none, fp16, bf16, powersgd[:RANK], topk[:RATIO], sketch[:RATIO]"
 # at least 2 anyway: DDP rebuilds its buckets after step 1, which PowerSGD's memories must follow.
 POWERSGD_START_STEP = 10
 _DEFAULT_RANK = 2
+# Local SGD's plain start, for the reason PowerSGD has one: the first, largest gradients are where
+# ranks that step apart would drift most.
+LOCALSGD_START_STEP = POWERSGD_START_STEP
+# Steps between averages. Between 2 hosts on 50 Mbit/s (bench/train_scaling.py's grasp run, 80
+# steps an epoch) periods of 4, 8 and 16 all ended within a point of all-reduce; a longer period
+# lets the ranks drift further apart, the more so with a large learning rate, so the default is
+# the middle one and the benchmark also measures 16.
+_DEFAULT_PERIOD = 8
+_MAX_PERIOD = 1000
 # Both ratios are the fraction of the weights' coordinates a step updates. Adam (the workloads'
 # optimizer) moves a coordinate by about the learning rate whenever its gradient is non-zero, so
 # sparse updates slow it down, however large the error feedback makes them: in the 480-step grasp
@@ -90,7 +107,7 @@ class CommHook:
     def __str__(self) -> str:
         if self.param is None:
             return self.name
-        value = int(self.param) if self.name == "powersgd" else self.param
+        value = int(self.param) if self.name in ("powersgd", "localsgd") else self.param
         return f"{self.name}:{value:g}"
 
     def describe(self) -> str:
@@ -103,6 +120,12 @@ class CommHook:
             case "powersgd":
                 rank = int(self.param or _DEFAULT_RANK)
                 return f"PowerSGD rank {rank}, after {POWERSGD_START_STEP} steps of all-reduce"
+            case "localsgd":
+                period = int(self.param or _DEFAULT_PERIOD)
+                return (
+                    f"local SGD: parameters averaged every {period} steps and at each epoch's end, "
+                    f"after {LOCALSGD_START_STEP} steps of all-reduce"
+                )
             case "topk":
                 return f"all-gather of the top {self.param:.3g} of the weights' coordinates, error feedback"
             case _:
@@ -111,11 +134,11 @@ class CommHook:
 
 def parse_comm_hook(text: str) -> CommHook:
     """``"none"``, ``"fp16"``, ``"bf16"``, ``"powersgd[:RANK]"``, ``"topk[:RATIO]"``,
-    ``"sketch[:RATIO]"`` (case ignored).
+    ``"sketch[:RATIO]"``, ``"localsgd[:PERIOD]"`` (case ignored).
 
     Raises:
         ConfigError: an unknown hook, a parameter to a hook that takes none, or a parameter out of
-            range (RANK 1..64, RATIO in (0, 1)); one line that names it and the choices.
+            range (RANK 1..64, RATIO in (0, 1), PERIOD 2..1000); one line that names it and the choices.
     """
     name, colon, raw = text.strip().lower().partition(":")
     if name in ("none", "fp16", "bf16"):
@@ -124,13 +147,19 @@ def parse_comm_hook(text: str) -> CommHook:
             raise ConfigError(msg)
         return CommHook(name)
     if name == "powersgd":
-        rank = _DEFAULT_RANK if not colon else _number(text, raw, int)
+        rank = _DEFAULT_RANK if not colon else _number(text, raw, int, "RANK, a whole number")
         if not 1 <= rank <= _MAX_RANK:
             msg = f"--comm-hook {text!r}: RANK must be a whole number 1..{_MAX_RANK}, e.g. powersgd:2"
             raise ConfigError(msg)
         return CommHook(name, float(rank))
+    if name == "localsgd":
+        period = _DEFAULT_PERIOD if not colon else _number(text, raw, int, "PERIOD, a whole number")
+        if not 2 <= period <= _MAX_PERIOD:
+            msg = f"--comm-hook {text!r}: PERIOD must be a whole number 2..{_MAX_PERIOD}, e.g. localsgd:8"
+            raise ConfigError(msg)
+        return CommHook(name, float(period))
     if name in _DEFAULT_RATIO:
-        ratio = _DEFAULT_RATIO[name] if not colon else _number(text, raw, float)
+        ratio = _DEFAULT_RATIO[name] if not colon else _number(text, raw, float, "RATIO, a number in (0, 1)")
         if not (0.0 < ratio < 1.0 and math.isfinite(ratio)):
             msg = (
                 f"--comm-hook {text!r}: RATIO must be a number in (0, 1), e.g. {name}:{_DEFAULT_RATIO[name]}"
@@ -141,11 +170,10 @@ def parse_comm_hook(text: str) -> CommHook:
     raise ConfigError(msg)
 
 
-def _number(text: str, raw: str, kind: type[int] | type[float]) -> float:
+def _number(text: str, raw: str, kind: type[int] | type[float], what: str) -> float:
     try:
         return kind(raw)
     except ValueError:
-        what = "RANK, a whole number" if kind is int else "RATIO, a number in (0, 1)"
         msg = f"--comm-hook {text!r}: {raw!r} is not a {what} (choices: {HOOK_CHOICES})"
         raise ConfigError(msg) from None
 
@@ -160,6 +188,15 @@ def bucket_cap_mb(hook: CommHook, model: nn.Module) -> int | None:
     return max(1, math.ceil(total / 2**20) + 1)
 
 
+def local_sgd(model: DistributedDataParallel, hook: CommHook) -> LocalSGD | None:
+    """The parameter averaging that goes with ``localsgd``'s comm hook; None for other hooks."""
+    if hook.name != "localsgd":
+        return None
+    from fogros_dist.train.local_sgd import LocalSGD
+
+    return LocalSGD(model, period=int(hook.param or _DEFAULT_PERIOD), start_steps=LOCALSGD_START_STEP)
+
+
 def register_comm_hook(model: DistributedDataParallel, hook: CommHook) -> object:
     """Register ``hook`` on ``model`` (before its first forward), on the default process group.
 
@@ -167,7 +204,7 @@ def register_comm_hook(model: DistributedDataParallel, hook: CommHook) -> object
         The hook's state (PowerSGD's, top-k's or the sketch's, with their error accumulators),
         None for the hooks that keep none.
     """
-    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, post_localSGD_hook, powerSGD_hook
 
     from fogros_dist.train import compression_hooks as own
 
@@ -193,6 +230,16 @@ def register_comm_hook(model: DistributedDataParallel, hook: CommHook) -> object
             )
             model.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
             return state
+        case "localsgd":
+            local = post_localSGD_hook.PostLocalSGDState(  # type: ignore[no-untyped-call]
+                process_group=None,
+                subgroup=None,
+                start_localSGD_iter=LOCALSGD_START_STEP,
+                # No gradient all-reduce after the start: the parameter averages are the exchange.
+                post_local_gradient_allreduce=False,
+            )
+            model.register_comm_hook(local, post_localSGD_hook.post_localSGD_hook)
+            return local
         case "topk":
             topk = own.TopKState(ratio=float(hook.param or 0))
             model.register_comm_hook(topk, own.topk_hook)

@@ -2,7 +2,8 @@
 behind a DistributedSampler (this rank's shard, reshuffled per epoch with ``set_epoch``), the
 batch and learning rate from :mod:`fogros_dist.train.scaling`, and the run's gradient
 communication (:mod:`fogros_dist.train.comm_hooks`) with its meter. Any workload's loop takes them
-as it takes a plain model, sampler and config (and counts its steps with ``meter.step()``)."""
+as it takes a plain model, sampler and config (counts its steps with ``meter.step()``, and calls
+``after_step`` after each ``optimizer.step()`` inside that block: local SGD's averaging)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from fogros_dist.train.comm_hooks import CommHook, bucket_cap_mb, register_comm_hook
+from fogros_dist.train.comm_hooks import CommHook, bucket_cap_mb, local_sgd, register_comm_hook
 from fogros_dist.train.comm_meter import CommMeter
 from fogros_dist.train.context import DistContext
+from fogros_dist.train.local_sgd import LocalSGD
 from fogros_dist.train.scaling import BatchPlan, plan_batches
 
 __all__ = ["DataParallel", "data_parallel"]
@@ -31,6 +33,14 @@ class DataParallel:
     comm_hook: CommHook
     # Counts what the hook's collectives carry: wrap each optimizer step in ``meter.step()``.
     meter: CommMeter
+    # Local SGD's parameter averaging (``--comm-hook localsgd``); None for every other hook.
+    local_sgd: LocalSGD | None = None
+
+    def after_step(self, epoch_ends: bool) -> None:
+        """Call on every rank after each ``optimizer.step()``, inside ``meter.step()``;
+        ``epoch_ends`` on the epoch's last step."""
+        if self.local_sgd is not None:
+            self.local_sgd.after_step(epoch_ends=epoch_ends)
 
     def describe(self, context: DistContext, dataset_size: int) -> str:
         """``world 2: global batch 128 (64 per rank), peak lr ..., 750 of 1500 samples per epoch
@@ -77,7 +87,13 @@ def data_parallel(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
         bucket_cap_mb=bucket_cap_mb(hook, model),
+        # Under local SGD a per-forward broadcast of rank 0's buffers would make every step wait
+        # for rank 0 again: each rank keeps its own BatchNorm statistics (see local_sgd).
+        broadcast_buffers=hook.name != "localsgd",
     )
     register_comm_hook(wrapped, hook)
     meter = CommMeter().activate()
-    return DataParallel(model=wrapped, sampler=sampler, plan=plan, comm_hook=hook, meter=meter)
+    averaging = local_sgd(wrapped, hook)
+    return DataParallel(
+        model=wrapped, sampler=sampler, plan=plan, comm_hook=hook, meter=meter, local_sgd=averaging
+    )

@@ -31,6 +31,7 @@ from torch import nn
 from fogros_dist.errors import ConfigError
 from fogros_dist.train.comm_hooks import (
     HOOK_CHOICES,
+    LOCALSGD_START_STEP,
     POWERSGD_START_STEP,
     CommHook,
     parse_comm_hook,
@@ -38,6 +39,7 @@ from fogros_dist.train.comm_hooks import (
 from fogros_dist.train.local_fleet import run_processes
 
 CLI = [sys.executable, "-m", "fogros_dist.cli.main"]
+# The hooks that exchange every step's gradient; local SGD exchanges parameters instead.
 ALL_HOOKS = ("none", "fp16", "bf16", "powersgd", "topk", "sketch")
 
 
@@ -58,6 +60,8 @@ ALL_HOOKS = ("none", "fp16", "bf16", "powersgd", "topk", "sketch")
         ("topk:0.01", CommHook("topk", 0.01)),
         ("sketch", CommHook("sketch", 0.1)),
         ("sketch:0.2", CommHook("sketch", 0.2)),
+        ("localsgd", CommHook("localsgd", 8.0)),
+        ("LocalSGD:16", CommHook("localsgd", 16.0)),
     ],
 )
 def test_a_spec_names_a_hook_and_its_parameter(text: str, expected: CommHook) -> None:
@@ -79,6 +83,9 @@ def test_a_spec_names_a_hook_and_its_parameter(text: str, expected: CommHook) ->
         ("topk:nan", "--comm-hook 'topk:nan': RATIO must be a number in (0, 1), e.g. topk:0.1"),
         ("sketch:",
          f"--comm-hook 'sketch:': '' is not a RATIO, a number in (0, 1) (choices: {HOOK_CHOICES})"),
+        ("localsgd:1", "--comm-hook 'localsgd:1': PERIOD must be a whole number 2..1000, e.g. localsgd:8"),
+        ("localsgd:often",
+         f"--comm-hook 'localsgd:often': 'often' is not a PERIOD, a whole number (choices: {HOOK_CHOICES})"),
     ],
 )  # fmt: skip
 def test_a_bad_spec_is_one_line_naming_it_and_the_choices(text: str, message: str) -> None:
@@ -285,6 +292,91 @@ def test_every_hook_delivers_the_mean_gradient_or_keeps_the_rest_for_later(
         assert entry["applied_fraction"] > 3 * _ratio(spec), spec
 
 
+# Local SGD on the toy: period 3, then the epoch ends one step after the second average.
+LOCAL_PERIOD, LOCAL_STEPS, LOCAL_LR = 3, LOCALSGD_START_STEP + 7, 0.01
+
+
+def _local_sgd_rank(rank: int, port: int, out: str) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    from fogros_dist.train.comm_hooks import local_sgd, register_comm_hook
+    from fogros_dist.train.comm_meter import CommMeter
+
+    _join(rank, port)
+    hook = parse_comm_hook(f"localsgd:{LOCAL_PERIOD}")
+    model = _Toy()
+    ddp = DistributedDataParallel(model)
+    register_comm_hook(ddp, hook)
+    averaging = local_sgd(ddp, hook)
+    assert averaging is not None
+    optimizer = torch.optim.SGD(model.parameters(), lr=LOCAL_LR)
+    meter = CommMeter().activate()
+
+    def both(tensor: torch.Tensor) -> list[torch.Tensor]:
+        gathered = [torch.empty_like(tensor) for _ in range(2)]
+        dist.all_gather(gathered, tensor)  # outside a step: not counted
+        return gathered
+
+    steps: list[dict[str, Any]] = []
+    sent = 0.0
+    for step in range(1, LOCAL_STEPS + 1):
+        mine = _toy_gradients(step, rank)
+        before = torch.cat([p.detach().reshape(-1).clone() for p in model.parameters()])
+        with meter.step():
+            optimizer.zero_grad(set_to_none=True)
+            ddp(*mine).backward()
+            own_gradient = bool(torch.equal(model.weight.grad, mine[0]))  # type: ignore[arg-type]
+            optimizer.step()
+            averaging.after_step(epoch_ends=step == LOCAL_STEPS)
+        summary = meter.summary()
+        step_bytes = summary.bytes_per_step * summary.steps - sent
+        sent += step_bytes
+        after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        # Each rank's own SGD step, then the mean of the two: what an average must hold.
+        gradients = [torch.cat([g.reshape(-1) for g in _toy_gradients(step, r)]) for r in (0, 1)]
+        stepped = [b - LOCAL_LR * g for b, g in zip(both(before), gradients, strict=True)]
+        mean_of_steps = (stepped[0] + stepped[1]) / 2
+        gathered = both(after)
+        steps.append({
+            "bytes": step_bytes,
+            "own_gradient": own_gradient,
+            "ranks_agree": bool(torch.equal(gathered[0], gathered[1])),
+            "is_mean_of_steps": bool(torch.allclose(after, mean_of_steps, atol=1e-5)),
+        })  # fmt: skip
+    if rank == 0:
+        Path(out).write_text(json.dumps({"steps": steps, "averages": averaging.averages}))
+    dist.destroy_process_group()
+
+
+def test_local_sgd_steps_alone_and_averages_every_period_and_at_the_epochs_end(tmp_path: Path) -> None:
+    out = tmp_path / "local.json"
+    _spawn_two_ranks(_local_sgd_rank, _free_port(), str(out))
+    result = json.loads(out.read_text())
+    steps = result["steps"]
+    everything = 4 * (MATRIX + VECTOR)  # the toy's parameters (its gradients: the same size)
+    # The start: gradients all-reduced, every rank takes the same step.
+    for step in steps[:LOCALSGD_START_STEP]:
+        assert step == {"bytes": everything, "own_gradient": False, "ranks_agree": True,
+                        "is_mean_of_steps": True}, steps  # fmt: skip
+    local = steps[LOCALSGD_START_STEP:]
+    # Then each rank steps on its own gradient; the ranks average every 3rd local step and at the
+    # epoch's end (here one step after the second average).
+    averaged = [i + 1 for i, step in enumerate(local) if step["bytes"]]
+    assert averaged == [3, 6, 7], steps
+    assert result["averages"] == 3
+    for i, step in enumerate(local, start=1):
+        assert step["own_gradient"], (i, steps)
+        if i in averaged:
+            assert step["bytes"] == everything, (i, steps)
+            assert step["ranks_agree"], (i, steps)
+        else:
+            assert step["bytes"] == 0, (i, steps)
+            assert not step["ranks_agree"], (i, steps)
+    # One local step since the last average (step 7): the average is exactly the mean of the
+    # ranks' own steps.
+    assert local[6]["is_mean_of_steps"], steps
+
+
 # ---------------------------------------------------------------------------------------------
 # The grasp model, trained with every hook on 2 gloo ranks
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +384,7 @@ def test_every_hook_delivers_the_mean_gradient_or_keeps_the_rest_for_later(
 # One data set for every hook (generated once per rank); the sizes of the fleet parity test
 # would take ~10 min for six hooks on two CPUs, these ~2.
 GRASP = {"scenes": 80, "eval_scenes": 40, "grasps_per_scene": 32, "epochs": 6, "batch_size": 32}
+GRASP_HOOKS = (*ALL_HOOKS, "localsgd")
 
 
 def _grasp_rank(rank: int, port: int, out: str) -> None:
@@ -313,7 +406,7 @@ def _grasp_rank(rank: int, port: int, out: str) -> None:
     held_out = generate_samples(replace(data, split=TEST_SPLIT, scenes=settings.eval_scenes, first_scene=0))
     context = DistContext(rank=rank, world_size=2)
     results = {}
-    for spec in ALL_HOOKS:
+    for spec in GRASP_HOOKS:
         torch.manual_seed(0)
         model = GQCNN(settings.model)
         dataset = GraspDataset(train, augment=True, seed=0)
@@ -331,7 +424,14 @@ def _grasp_rank(rank: int, port: int, out: str) -> None:
         config = replace(
             settings.optim, batch_size=parallel.plan.per_rank_batch, learning_rate=parallel.plan.learning_rate
         )
-        train_model(parallel.model, dataset, config=config, sampler=parallel.sampler, meter=parallel.meter)
+        train_model(
+            parallel.model,
+            dataset,
+            config=config,
+            sampler=parallel.sampler,
+            meter=parallel.meter,
+            after_step=parallel.after_step,
+        )
         measured = parallel.meter.summary_across_ranks().as_metrics()
         if rank == 0:
             accuracy = classifier_metrics(model, held_out)
@@ -351,20 +451,27 @@ def test_every_hook_trains_the_grasp_model(tmp_path: Path) -> None:
     One point of held-out accuracy is within this size's run-to-run spread: fp16 alone, whose
     only change is rounding, moved it by 0.6. Measured here (none 0.854): fp16 -0.6, bf16 -0.3,
     powersgd -1.25, topk -0.9, sketch -5.2 (at the fleet parity test's size, none 0.892: fp16
-    and bf16 +0.3, powersgd -0.75, topk -0.7, sketch -3.9). PowerSGD and top-k are held to 1.5
-    points here; the sketch, whose noisy choice of coordinates updates them sparsely and Adam
-    then moves them less (see comm_hooks), to 6.
+    and bf16 +0.3, powersgd -0.75, topk -0.7, sketch -3.9). PowerSGD, top-k and local SGD
+    (period 8) are held to 1.5 points here; the sketch, whose noisy choice of coordinates
+    updates them sparsely and Adam then moves them less (see comm_hooks), to 6.
     """
     out = tmp_path / "grasp.json"
     _spawn_two_ranks(_grasp_rank, _free_port(), str(out))
     results = json.loads(out.read_text())
-    accuracy = {spec: results[spec]["accuracy"] for spec in ALL_HOOKS}
+    accuracy = {spec: results[spec]["accuracy"] for spec in GRASP_HOOKS}
     chance = max(results["none"]["chance"], 1 - results["none"]["chance"])
     assert accuracy["none"] > chance + 0.2, accuracy  # a model that learned
-    allowed = {"fp16": 0.01, "bf16": 0.01, "powersgd": 0.015, "topk": 0.015, "sketch": 0.06}
+    allowed = {
+        "fp16": 0.01,
+        "bf16": 0.01,
+        "powersgd": 0.015,
+        "topk": 0.015,
+        "sketch": 0.06,
+        "localsgd": 0.015,
+    }
     for spec, points in allowed.items():
         assert accuracy[spec] >= accuracy["none"] - points, (spec, accuracy)
-    sent = {spec: results[spec]["bytes_per_step"] for spec in ALL_HOOKS}
+    sent = {spec: results[spec]["bytes_per_step"] for spec in GRASP_HOOKS}
     none = sent["none"]
     # DDP's broadcast of the BatchNorm statistics (float32) stays what it is: about half.
     assert sent["fp16"] / none == pytest.approx(0.5, abs=0.01)
@@ -372,7 +479,9 @@ def test_every_hook_trains_the_grasp_model(tmp_path: Path) -> None:
     assert none / sent["powersgd"] >= 8, sent  # the run's mean, its 10 plain steps included
     for spec in ("topk", "sketch"):
         assert sent[spec] / none == pytest.approx(2 * _ratio(spec), abs=0.02), sent
-    for spec in ALL_HOOKS:
+    # Parameters every 8 steps and at each epoch's end, after 10 steps of gradients.
+    assert none / sent["localsgd"] >= 4, sent
+    for spec in GRASP_HOOKS:
         assert results[spec]["comm_seconds_per_step"] > 0, spec
         assert results[spec]["compute_seconds_per_step"] > 0, spec
 
@@ -449,6 +558,7 @@ def test_the_command_line_trains_with_a_hook_and_reports_what_it_sent(env: dict[
     [
         ("gzip", f"--comm-hook 'gzip' is not a gradient communication hook: use one of {HOOK_CHOICES}"),
         ("topk:2", "--comm-hook 'topk:2': RATIO must be a number in (0, 1), e.g. topk:0.1"),
+        ("localsgd:1", "--comm-hook 'localsgd:1': PERIOD must be a whole number 2..1000, e.g. localsgd:8"),
     ],
 )
 def test_a_bad_hook_is_one_line_and_leaves_nothing_running(

@@ -83,6 +83,7 @@ def train_model(
     report: Report | None = None,
     checkpoint: Checkpointer | None = None,
     meter: CommMeter | None = None,
+    after_step: Callable[[bool], None] | None = None,
     evaluate: Callable[[nn.Module], Mapping[str, float]] | None = None,
     eval_every: int = 0,
 ) -> list[float]:
@@ -101,6 +102,8 @@ def train_model(
             with its own steps per epoch, goes on where the old one was).
         meter: counts each optimizer step's gradient communication (the DDP model's, from
             :func:`fogros_dist.train.data_parallel.data_parallel`).
+        after_step: called after each optimizer step, inside the meter's step, with whether it
+            was the epoch's last (``DataParallel.after_step``: local SGD's averaging).
         evaluate: held-out metrics of the bare network (``heldout_accuracy``: ...), reported as
             an ``eval:`` line after every ``eval_every``-th epoch and the last; rank 0's only.
         eval_every: epochs between evaluations (0: none in the loop). Every rank must be given
@@ -155,6 +158,8 @@ def train_model(
                 loss = loss_fn(model(patches, depths), labels)
                 loss.backward()
                 optimizer.step()
+                if after_step is not None:
+                    after_step(first + config.batch_size >= order.shape[0])
             schedule.step()
             total += float(loss.detach()) * labels.shape[0]
             seen += labels.shape[0]
@@ -184,14 +189,24 @@ def train_model(
                 }
             )
         if eval_every > 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == config.epochs):
-            if evaluate is not None and report is not None:
-                report(
-                    heldout_line(epoch=epoch + 1, epochs=config.epochs, metrics=evaluate(unwrapped(model)))
-                )
-            sync_ranks()
-            model.train()  # whatever mode evaluate left it in
+            _evaluate_epoch(model, epoch=epoch + 1, epochs=config.epochs, evaluate=evaluate, report=report)
     model.eval()
     return losses
+
+
+def _evaluate_epoch(
+    model: nn.Module,
+    *,
+    epoch: int,
+    epochs: int,
+    evaluate: Callable[[nn.Module], Mapping[str, float]] | None,
+    report: Callable[[str], None] | None,
+) -> None:
+    """Rank 0 reports the held-out metrics after ``epoch``; every rank waits for it."""
+    if evaluate is not None and report is not None:
+        report(heldout_line(epoch=epoch, epochs=epochs, metrics=evaluate(unwrapped(model))))
+    sync_ranks()
+    model.train()  # whatever mode evaluate left it in
 
 
 def _resume(
@@ -382,6 +397,7 @@ def run_training(
     sampler: Iterable[int] | None = None
     trained: nn.Module = model
     meter: CommMeter | None = None
+    after_step: Callable[[bool], None] | None = None
     if context.distributed:
         from fogros_dist.train.data_parallel import data_parallel
 
@@ -400,6 +416,7 @@ def run_training(
             optim, batch_size=parallel.plan.per_rank_batch, learning_rate=parallel.plan.learning_rate
         )
         sampler, trained, meter = parallel.sampler, parallel.model, parallel.meter
+        after_step = parallel.after_step
         report(f"train: {parallel.describe(context, len(dataset))}")
     losses = train_model(
         trained,
@@ -410,6 +427,7 @@ def run_training(
         # A fleet run's round may shrink to one rank (the others' machines died): it resumes too.
         checkpoint=Checkpointer.from_env(context),
         meter=meter,
+        after_step=after_step,
         evaluate=_held_out_metrics(test_samples) if context.is_main else None,
         eval_every=settings.eval_every,
     )

@@ -133,6 +133,7 @@ def train_policy(
     report: Callable[[str], None] | None = None,
     checkpoint: Checkpointer | None = None,
     meter: CommMeter | None = None,
+    after_step: Callable[[bool], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``train``; measure ``val`` after every epoch.
 
@@ -152,6 +153,8 @@ def train_policy(
             new world size makes of the steps per epoch.
         meter: counts each optimizer step's gradient communication (the DDP model's, from
             :func:`fogros_dist.train.data_parallel.data_parallel`).
+        after_step: called after each optimizer step, inside the meter's step, with whether it
+            was the epoch's last (``DataParallel.after_step``: local SGD's averaging).
 
     Returns:
         The final training and validation loss, steps and wall time.
@@ -180,7 +183,7 @@ def train_policy(
         model.train()
         started = time.perf_counter()
         running, seen = 0.0, 0
-        for indices in batches:
+        for batch, indices in enumerate(batches, start=1):
             lr = _learning_rate(config, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -194,6 +197,8 @@ def train_policy(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
+                if after_step is not None:
+                    after_step(batch == len(batches))
             running += float(loss.detach()) * len(indices)
             seen += len(indices)
             step += 1

@@ -495,6 +495,7 @@ class _Fleet:
         model.to(device)
         trained: nn.Module = model
         meter: CommMeter | None = None
+        after_step: Callable[[bool], None] | None = None
         sampler = None
         if context.distributed:
             parallel = data_parallel(
@@ -515,6 +516,7 @@ class _Fleet:
                 warmup_fraction=parallel.plan.warmup_fraction,
             )
             trained, sampler, meter = parallel.model, parallel.sampler, parallel.meter
+            after_step = parallel.after_step
             report(f"train: {parallel.describe(context, len(train_set))}")
         result = train_policy(
             trained,
@@ -525,6 +527,7 @@ class _Fleet:
             report=report if context.is_main else None,
             checkpoint=Checkpointer.from_env(context),
             meter=meter,
+            after_step=after_step,
         )
         communication = meter.summary_across_ranks(device).as_metrics() if meter is not None else {}
         return result, communication

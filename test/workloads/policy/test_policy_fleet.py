@@ -118,3 +118,24 @@ def test_bad_data_options_on_a_fleet_are_one_line_and_nothing_is_left(
     ), last
     assert not (tmp_path / "demo").exists()
     assert training_processes(env["FOGROS_DIST_HOME"]) == []
+
+
+def test_two_local_machines_train_a_labs_bags_with_local_sgd(env: dict[str, str], tmp_path: Path) -> None:
+    """The policy's loop hands its steps to local SGD's averaging as the grasp loop does."""
+    bags = tmp_path / "lab_bags"
+    write_lab_bags(bags, count=12)
+    out = str(tmp_path / "local.pt")
+    done = _train(env, "--bag-dir", str(bags), *LAB_MAPPING, "--epochs", str(EPOCHS), "--json",
+                  "--out", out, "--nodes", "2", "--comm-hook", "localsgd:4")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert re.search(
+        r"\[train:local-0:0\] train: world 2: .* gradients by local SGD: parameters averaged every 4 steps "
+        r"and at each epoch's end, after 10 steps of all-reduce",
+        done.stderr,
+    ), done.stderr
+    metrics = json.loads(done.stdout)
+    assert metrics["comm_hook"] == "localsgd:4"
+    assert metrics["heldout_mse"] < 0.1 * metrics["baseline_mean_action_mse"], metrics
+    # Nothing on most steps, the parameters on some: far below a gradient's bytes every step.
+    assert 0 < metrics["bytes_per_step"] < metrics["bytes_last_step"], metrics
+    assert training_processes(env["FOGROS_DIST_HOME"]) == []
