@@ -2,7 +2,8 @@
 dependencies first; the workspace itself found from a real colcon overlay.
 
 The only workspace here is the user's one this test writes itself (workspace_helpers: two
-ament_python packages and an unrelated one), built as a user does before launching."""
+ament_python packages and an unrelated one), put through `colcon build` in its temporary folder,
+as a user does with their own packages before launching."""
 
 from __future__ import annotations
 
@@ -47,13 +48,13 @@ def test_the_workspace_is_found_from_the_overlay_a_launch_runs_in(
 ) -> None:
     root = user_workspace(tmp_path / "ws")
     install = colcon_build(root)
-    # What sourcing install/setup.bash sets (without ROS 2: COLCON_PREFIX_PATH only).
+    # What sourcing install/setup.bash sets where no distribution is sourced: COLCON_PREFIX_PATH.
     monkeypatch.setenv("COLCON_PREFIX_PATH", str(install))
     monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
     assert overlay_workspaces() == (root.resolve(),)
-    # With ROS 2, a package prefix on AMENT_PREFIX_PATH leads to the same workspace.
+    # Over a sourced distribution, a package prefix on AMENT_PREFIX_PATH leads to the same workspace.
     assert overlay_workspaces({"AMENT_PREFIX_PATH": str(install / "greeter")}) == (root.resolve(),)
-    # A prefix that colcon did not make (a ROS 2 installed from packages) is nobody's workspace.
+    # A prefix that colcon did not make (a distribution installed from packages) is nobody's workspace.
     assert overlay_workspaces({"AMENT_PREFIX_PATH": str(tmp_path)}) == ()
 
     machine = MachineSpec(name="gpu", provider="ssh", options=(("host", "10.0.0.1"),))
