@@ -91,6 +91,11 @@ _MAX_PERIOD = 1000
 # it lost 2.2; the sketch, which picks its coordinates from a noisy estimate, lost 4-5 at 0.1.
 _DEFAULT_RATIO = {"topk": 0.1, "sketch": 0.1}
 _MAX_RANK = 64
+# The hooks whose parameter is a whole number: its name, default and range.
+_WHOLE_PARAMETER = {
+    "powersgd": ("RANK", _DEFAULT_RANK, 1, _MAX_RANK),
+    "localsgd": ("PERIOD", _DEFAULT_PERIOD, 2, _MAX_PERIOD),
+}
 # Hooks whose second collective starts in the first one's callback: with several buckets those
 # reach gloo in a different order on each rank, so they get the whole model in one bucket.
 _ONE_BUCKET = ("powersgd", "sketch")
@@ -107,7 +112,7 @@ class CommHook:
     def __str__(self) -> str:
         if self.param is None:
             return self.name
-        value = int(self.param) if self.name in ("powersgd", "localsgd") else self.param
+        value = int(self.param) if self.name in _WHOLE_PARAMETER else self.param
         return f"{self.name}:{value:g}"
 
     def describe(self) -> str:
@@ -146,18 +151,13 @@ def parse_comm_hook(text: str) -> CommHook:
             msg = f"--comm-hook {text!r}: {name} takes no parameter: use {name} (choices: {HOOK_CHOICES})"
             raise ConfigError(msg)
         return CommHook(name)
-    if name == "powersgd":
-        rank = _DEFAULT_RANK if not colon else _number(text, raw, int, "RANK, a whole number")
-        if not 1 <= rank <= _MAX_RANK:
-            msg = f"--comm-hook {text!r}: RANK must be a whole number 1..{_MAX_RANK}, e.g. powersgd:2"
+    if name in _WHOLE_PARAMETER:
+        what, default, low, high = _WHOLE_PARAMETER[name]
+        value = default if not colon else _number(text, raw, int, f"{what}, a whole number")
+        if not low <= value <= high:
+            msg = f"--comm-hook {text!r}: {what} must be a whole number {low}..{high}, e.g. {name}:{default}"
             raise ConfigError(msg)
-        return CommHook(name, float(rank))
-    if name == "localsgd":
-        period = _DEFAULT_PERIOD if not colon else _number(text, raw, int, "PERIOD, a whole number")
-        if not 2 <= period <= _MAX_PERIOD:
-            msg = f"--comm-hook {text!r}: PERIOD must be a whole number 2..{_MAX_PERIOD}, e.g. localsgd:8"
-            raise ConfigError(msg)
-        return CommHook(name, float(period))
+        return CommHook(name, float(value))
     if name in _DEFAULT_RATIO:
         ratio = _DEFAULT_RATIO[name] if not colon else _number(text, raw, float, "RATIO, a number in (0, 1)")
         if not (0.0 < ratio < 1.0 and math.isfinite(ratio)):
