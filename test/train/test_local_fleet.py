@@ -222,8 +222,11 @@ def _machine_processes(home: str, machine: str) -> list[int]:
     return found
 
 
+# Local SGD too: its ranks hold parameters of their own between averages when one dies, and the
+# round after resumes from rank 0's checkpoint with its plain start again.
+@pytest.mark.parametrize("hook", ["none", "localsgd:8"])
 def test_a_machine_killed_mid_run_leaves_the_rest_to_finish_from_the_checkpoint(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, hook: str
 ) -> None:
     """Three machines (2:3), all of local-2's processes killed with SIGKILL after the first
     epoch: torch elastic restarts the round on the two left, which resume from rank 0's last
@@ -233,7 +236,8 @@ def test_a_machine_killed_mid_run_leaves_the_rest_to_finish_from_the_checkpoint(
     # Epochs of a few seconds each, so that the kill lands mid-run.
     argv = [*CLI, "train", "grasp", "--scenes", "160", "--eval-scenes", "8", "--grasps-per-scene", "16",
             "--epochs", "12", "--plan-images", "0", "--batch-size", "16", "--out", str(model),
-            "--nodes", "2:3", "--max-restarts", "3", "--join-wait", "5", "--json"]  # fmt: skip
+            "--nodes", "2:3", "--max-restarts", "3", "--join-wait", "5", "--comm-hook", hook,
+            "--json"]  # fmt: skip
     popen = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -274,6 +278,7 @@ def test_a_machine_killed_mid_run_leaves_the_rest_to_finish_from_the_checkpoint(
     assert "[train:local-2] its agent ended with exit code -9; the run finished without it" in text, text
     metrics = json.loads(out)
     assert metrics["world_size"] == 2.0
+    assert metrics["comm_hook"] == hook
     assert model.is_file()
     assert training_processes(env["FOGROS_DIST_HOME"]) == []
 
