@@ -186,17 +186,21 @@ def run_one(
                 FOGROS_DIST_MODELS=str(where / "models"),
                 FOGROS_DIST_CHECKPOINT_DIR=str(where / "checkpoints"),
             )
-            procs.append(
-                subprocess.Popen(
-                    ["ip", "netns", "exec", net.netns(i), *argv],
-                    cwd=where,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    start_new_session=True,
+            # The head's lines are read at the end; every other host's go to its agent.log: a
+            # pipe nobody reads would stop that host's agent mid-write once 64 KiB of
+            # tracebacks and warnings filled it.
+            with open(where / "agent.log", "w") as log:  # the agent keeps its own copy open
+                procs.append(
+                    subprocess.Popen(
+                        ["ip", "netns", "exec", net.netns(i), *argv],
+                        cwd=where,
+                        env=env,
+                        stdout=subprocess.PIPE if i == 0 else log,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                        start_new_session=True,
+                    )
                 )
-            )
         out, _ = procs[0].communicate(timeout=timeout)
         for proc in procs[1:]:
             proc.wait(timeout=60)

@@ -39,6 +39,11 @@ class LocalSGD:
     """
 
     def __init__(self, model: nn.Module, *, period: int, start_steps: int) -> None:
+        from torch.distributed.algorithms.model_averaging.utils import (
+            average_parameters_or_parameter_groups,
+        )
+
+        self._average = average_parameters_or_parameter_groups
         self._model = model
         self._period = period
         self._start_steps = start_steps
@@ -49,15 +54,11 @@ class LocalSGD:
     def after_step(self, *, epoch_ends: bool) -> None:
         """Call on every rank after each ``optimizer.step()``, inside the step's ``meter.step()``
         block; ``epoch_ends`` on the epoch's last step. A collective when it averages."""
-        from torch.distributed.algorithms.model_averaging.utils import (
-            average_parameters_or_parameter_groups,
-        )
-
         self._steps += 1
         if self._steps <= self._start_steps:
             return
         self._local_steps += 1
         if self._local_steps >= self._period or epoch_ends:
-            average_parameters_or_parameter_groups(self._model.parameters(), None)  # type: ignore[arg-type]
+            self._average(self._model.parameters(), None)  # type: ignore[arg-type]
             self._local_steps = 0
             self.averages += 1

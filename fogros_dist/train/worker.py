@@ -22,7 +22,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from fogros_dist.errors import ConfigError
 from fogros_dist.train.comm_hooks import parse_comm_hook
-from fogros_dist.train.context import DEFAULT_COLLECTIVE_TIMEOUT_S, DistContext
+from fogros_dist.train.context import DEFAULT_COLLECTIVE_TIMEOUT_S, DistContext, leave_process_group
 from fogros_dist.workloads import get_workload
 from fogros_dist.workloads.base import DistributedWorkload
 
@@ -66,18 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             comm_hook=comm_hook,
         )
     finally:
-        _leave_process_group()
+        leave_process_group()
     if context.is_main:
         printed = {**metrics, "comm_hook": str(comm_hook)}
         print(METRICS_PREFIX + json.dumps(printed, sort_keys=True), flush=True)
     return 0
-
-
-def _leave_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from fogros_dist.train.comm_hooks import (
     CommHook,
     parse_comm_hook,
 )
+from fogros_dist.train.context import leave_process_group
 from fogros_dist.train.local_fleet import run_processes
 
 CLI = [sys.executable, "-m", "fogros_dist.cli.main"]
@@ -130,21 +131,29 @@ def _free_port() -> int:
 
 
 def _spawn_two_ranks(function: Any, *args: Any) -> None:
-    """``function(rank, *args)`` in two fresh processes; raises what either raised.
+    """``function(rank, *args)`` in two fresh processes, each then leaving its process group as
+    the worker does (``leave_process_group``: a rank's DDP wrappers, in reference cycles, hold
+    the group, and one torn down at interpreter exit aborted a rank now and then); raises what
+    either raised.
 
-    Once in a few full-suite runs, gloo's C++ side aborts a rank (SIGABRT, "terminate called
-    without an active exception", no Python error) while the pair connects on loopback; an open
-    gloo issue (pytorch/pytorch 188266) aborts the same way in its connect path. The two ranks
-    are started again once then, on a fresh port: anything the hooks themselves get wrong is a
-    Python error or a wrong result, and fails the first time.
+    Once in a few full-suite runs, gloo's C++ side aborted a rank (SIGABRT, "terminate called
+    without an active exception", no Python error); an open gloo issue (pytorch/pytorch 188266)
+    aborts the same way in its connect path. The two ranks are started again once then, on a
+    fresh port: anything the hooks themselves get wrong is a Python error or a wrong result, and
+    fails the first time.
     """
     try:
-        mp.spawn(function, args=args, nprocs=2, join=True)  # type: ignore[attr-defined,no-untyped-call]
+        mp.spawn(_rank_then_leave, args=(function, *args), nprocs=2, join=True)  # type: ignore[attr-defined,no-untyped-call]
     except mp.ProcessExitedException as aborted:  # type: ignore[attr-defined]
         if aborted.signal_name != "SIGABRT":
             raise
         _port, *rest = args
-        mp.spawn(function, args=(_free_port(), *rest), nprocs=2, join=True)  # type: ignore[attr-defined,no-untyped-call]
+        mp.spawn(_rank_then_leave, args=(function, _free_port(), *rest), nprocs=2, join=True)  # type: ignore[attr-defined,no-untyped-call]
+
+
+def _rank_then_leave(rank: int, function: Any, *args: Any) -> None:
+    function(rank, *args)
+    leave_process_group()
 
 
 def _join(rank: int, port: int) -> None:
@@ -219,7 +228,6 @@ def _toy_rank(rank: int, port: int, out: str) -> None:
         results[spec] = entry
     if rank == 0:
         Path(out).write_text(json.dumps(results))
-    dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +353,6 @@ def _local_sgd_rank(rank: int, port: int, out: str) -> None:
         })  # fmt: skip
     if rank == 0:
         Path(out).write_text(json.dumps({"steps": steps, "averages": averaging.averages}))
-    dist.destroy_process_group()
 
 
 def test_local_sgd_steps_alone_and_averages_every_period_and_at_the_epochs_end(tmp_path: Path) -> None:
@@ -442,7 +449,6 @@ def _grasp_rank(rank: int, port: int, out: str) -> None:
             }
     if rank == 0:
         Path(out).write_text(json.dumps(results))
-    dist.destroy_process_group()
 
 
 def test_every_hook_trains_the_grasp_model(tmp_path: Path) -> None:
