@@ -543,12 +543,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: every process stopped, the namespaces removed", file=sys.stderr)
         return 130
     for index, row in enumerate(rows):
+        # One host's run, which sets the target, is never repeated: its row stays as it is.
         target = _target_for(rows, row["width"], args.target)
-        rows[index] = {**_median_repeat(row, target), "rate": row["rate"], "width": row["width"]}
-        rows[index].pop("repeats", None)
+        rows[index] = {
+            **_median_repeat(row, target),
+            "rate": row["rate"],
+            "width": row["width"],
+            "target": target,
+        }
     for row in rows:
         single = next((r for r in rows if r["hosts"] == 1 and r["width"] == row["width"]), None)
-        row["target"] = _target_for(rows, row["width"], args.target)
         row["figures"] = _figures(row, single, row["target"])
     meta = {
         "workload": workload,

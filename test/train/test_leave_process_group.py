@@ -24,9 +24,8 @@ _RANK = textwrap.dedent(
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
-    from fogros_dist.train.context import leave_process_group
+    from fogros_dist.train.context import DistContext, leave_process_group
     from fogros_dist.train.data_parallel import data_parallel
-    from fogros_dist.train.context import DistContext
     from fogros_dist.workloads.grasp.model import GQCNN, ModelConfig
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1")
